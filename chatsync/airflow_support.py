@@ -1,0 +1,105 @@
+"""Airflow glue: settings from connections and Variables, and error kinds -> task behaviour.
+
+Imported by DAG files, so it must stay light: Airflow itself is imported inside the functions
+that run in tasks.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from datetime import timedelta
+from typing import Callable, TypeVar
+
+from chatsync.config import Settings
+from chatsync.errors import ConfigError, MajorInconsistency, ValidationError
+
+log = logging.getLogger("chatsync.airflow")
+F = TypeVar("F", bound=Callable)
+
+DB_CONN_ID = "chatsync_db"
+REDIS_CONN_ID = "chatsync_redis"
+SETTINGS_VARIABLE = "chatsync_settings"  # JSON object of Settings field -> value
+
+# Transient failures retry with exponential backoff; config errors and refusals fail at once.
+DEFAULT_ARGS = {
+    "owner": "chatsync",
+    "retries": 4,
+    "retry_delay": timedelta(seconds=15),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=5),
+}
+
+
+def _postgres_url(conn) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    extra = conn.extra_dejson or {}
+    params = {"host": conn.host or None, "port": conn.port or None, "user": conn.login or None,
+              "password": conn.password or None, "dbname": conn.schema or None}
+    for key in ("sslmode", "sslrootcert", "options", "target_session_attrs"):
+        if key in extra:
+            params[key] = extra[key]
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+def _redis_url(conn) -> str:
+    auth = f":{conn.password}@" if conn.password else ""
+    db = (conn.extra_dejson or {}).get("db", 0)
+    return f"redis://{auth}{conn.host or 'localhost'}:{conn.port or 6379}/{db}"
+
+
+def settings_from_airflow() -> Settings:
+    """Settings for a task: the chatsync_db / chatsync_redis connections, the environment, then the
+    chatsync_settings Variable. A missing connection or a bad value fails with a clear message."""
+    from airflow.sdk import Connection, Variable
+
+    try:
+        db_url = _postgres_url(Connection.get(DB_CONN_ID))
+    except Exception as exc:  # noqa: BLE001 - Airflow raises different types per version/backend
+        raise ConfigError(f"Airflow connection '{DB_CONN_ID}' is missing or unreadable: {exc}. "
+                          f"Create it (Admin > Connections) or set AIRFLOW_CONN_CHATSYNC_DB.") from None
+    try:
+        redis_url = _redis_url(Connection.get(REDIS_CONN_ID))
+    except Exception:  # noqa: BLE001 - Redis is optional for the consistency pipeline
+        redis_url = os.environ.get("CHATSYNC_REDIS_URL")
+    raw = Variable.get(SETTINGS_VARIABLE, default=None)
+    overrides: dict[str, str] = {}
+    if raw:
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise ConfigError(f"Airflow Variable '{SETTINGS_VARIABLE}' must be a JSON object: {exc}") from None
+        overrides = {"CHATSYNC_" + str(k).upper(): str(v) for k, v in doc.items()}
+        known = {"CHATSYNC_" + f.upper() for f in Settings.__dataclass_fields__}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"Airflow Variable '{SETTINGS_VARIABLE}' has unknown keys: "
+                              + ", ".join(k.removeprefix("CHATSYNC_").lower() for k in unknown))
+    return Settings.from_sources(os.environ, overrides, database_url=db_url, redis_url=redis_url)
+
+
+def run_label(context) -> str:
+    dag_run = context.get("dag_run")
+    return f"airflow:{dag_run.dag_id}/{dag_run.run_id}" if dag_run else "airflow"
+
+
+def fail_fast(fn: F) -> F:
+    """Map chatsync's error kinds onto Airflow: retry transient errors (raise as is), fail at once
+    on configuration errors, refused repairs and invalid data (no retry would help)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, MajorInconsistency, ValidationError) as exc:
+            log.error("%s: %s", type(exc).__name__, exc)
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]

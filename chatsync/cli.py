@@ -1,0 +1,189 @@
+"""The ``chatsync`` command line (DESIGN.md §3).
+
+Every command takes ``--json`` for a machine-readable summary on stdout; logs go to stderr.
+Exit codes: 0 consistent / done, 1 inconsistencies remain, 2 bad usage or configuration,
+3 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable
+
+from chatsync.config import Settings
+from chatsync.errors import ChatsyncError, ConfigError
+
+EXIT_OK, EXIT_INCONSISTENT, EXIT_USAGE, EXIT_FAILURE = 0, 1, 2, 3
+log = logging.getLogger("chatsync.cli")
+
+
+def _room_ids(text: str) -> tuple[int, ...]:
+    try:
+        ids = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rooms takes comma-separated room ids, got {text!r}") from None
+    if not ids:
+        raise argparse.ArgumentTypeError("--rooms needs at least one room id")
+    return ids
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 0.5:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 0.5, got {value}")
+    return value
+
+
+def settings_for_cli() -> Settings:
+    """Settings from the environment; without CHATSYNC_DATABASE_URL, the embedded demo services."""
+    settings = Settings.from_env()
+    if settings.database_url:
+        return settings
+    from chatsync import embedded
+    from chatsync.config import default_home
+
+    services = embedded.start(default_home() / "services")
+    log.info("CHATSYNC_DATABASE_URL not set: using the embedded Postgres at %s", services.database_url)
+    return Settings.from_env(database_url=services.database_url,
+                             redis_url=settings.redis_url or services.redis_url)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+def cmd_init(args) -> tuple[int, dict]:
+    from chatsync.migrations import migrate
+
+    settings = settings_for_cli()
+    applied = migrate(settings, reference_schema=args.reference_schema)
+    return EXIT_OK, {"applied": applied, "ops_schema": settings.ops_schema,
+                     "reference_schema": args.reference_schema}
+
+
+def cmd_simulate(args) -> tuple[int, dict]:
+    from chatsync.simulate import simulate
+
+    report = simulate(settings_for_cli(), rooms=args.rooms, members=args.members, drift=args.drift,
+                      seed=args.seed)
+    return EXIT_OK, report.to_dict()
+
+
+def cmd_check(args) -> tuple[int, dict]:
+    from chatsync.diff import Scope
+    from chatsync.engine import check
+
+    scope = Scope("rooms", rooms=args.rooms) if args.rooms else Scope(args.scope)
+    summary = check(settings_for_cli(), scope, do_repair=args.repair, do_validate=not args.no_validate)
+    return (EXIT_OK if summary.consistent else EXIT_INCONSISTENT), summary.to_dict()
+
+
+def cmd_rollback(args) -> tuple[int, dict]:
+    from chatsync.repair import rollback
+
+    result = rollback(settings_for_cli(), args.run_id)
+    return EXIT_OK, result.to_dict()
+
+
+def cmd_demo(args) -> tuple[int, dict]:
+    from chatsync.demo import run_demo
+
+    return run_demo(rooms=args.rooms, members=args.members, drift=args.drift, seed=args.seed)
+
+
+def cmd_bench(args) -> tuple[int, dict]:
+    from chatsync.bench import run_bench
+
+    return EXIT_OK, run_bench(settings_for_cli(), participants=args.participants, drift=args.drift,
+                              seed=args.seed, skip_pandas=args.skip_pandas)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatsync", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("init", cmd_init, "create or upgrade the ops schema (idempotent)")
+    p.add_argument("--reference-schema", action="store_true", help="also create the reference app schema")
+
+    p = add("simulate", cmd_simulate, "fill the reference schema with realistic data and drift")
+    p.add_argument("--rooms", type=_positive_int, required=True)
+    p.add_argument("--members", type=_positive_int, required=True, help="mean participants per room")
+    p.add_argument("--drift", type=_fraction, required=True, help="fraction of participant rows drifted")
+    p.add_argument("--seed", type=int, default=42)
+
+    p = add("check", cmd_check, "one consistency pass: detect, then repair and validate")
+    p.add_argument("--scope", choices=("full", "incremental"), default="full")
+    p.add_argument("--repair", action="store_true", help="repair what is found (within the threshold)")
+    p.add_argument("--rooms", type=_room_ids, help="only these room ids (comma-separated)")
+    p.add_argument("--no-validate", action="store_true", help="skip the Great Expectations suite")
+
+    p = add("rollback", cmd_rollback, "undo a run's repairs from its audit")
+    p.add_argument("run_id", type=_positive_int)
+
+    p = add("demo", cmd_demo, "embedded Postgres/Redis, simulated drift, the hourly DAG run for real")
+    p.add_argument("--rooms", type=_positive_int, default=100)
+    p.add_argument("--members", type=_positive_int, default=50)
+    p.add_argument("--drift", type=_fraction, default=0.005)
+    p.add_argument("--seed", type=int, default=42)
+
+    p = add("bench", cmd_bench, "time detect/repair against a bare FULL OUTER JOIN and pandas")
+    p.add_argument("--participants", type=_positive_int, default=1_000_000)
+    p.add_argument("--drift", type=_fraction, default=0.01)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--skip-pandas", action="store_true", help="leave out the pandas approach")
+    return parser
+
+
+def _print_human(command: str, summary: dict) -> None:
+    if command == "demo":
+        return  # the demo prints its own report
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on bad usage
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code, summary = args.fn(args)
+    except ConfigError as exc:
+        print(f"chatsync {args.command}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ChatsyncError as exc:
+        print(f"chatsync {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - last resort: a clear line, then the traceback in -v
+        log.debug("traceback", exc_info=True)
+        print(f"chatsync {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        _print_human(args.command, summary)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

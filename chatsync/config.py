@@ -1,0 +1,118 @@
+"""Settings and thresholds: the one place every tunable lives.
+
+Each field is overridable by the environment as ``CHATSYNC_<FIELD>`` (upper case) and, inside
+Airflow, by the Variable ``chatsync_<field>``. Bad values fail with a ConfigError naming the
+variable and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from chatsync.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_home() -> Path:
+    """Where the demo keeps its embedded services and Airflow home (CHATSYNC_HOME)."""
+    return Path(os.environ.get("CHATSYNC_HOME") or REPO_ROOT / ".chatsync")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None  # libpq URL or conninfo; None -> embedded demo services
+    redis_url: str | None = None
+    ops_schema: str = "chatsync"
+    mapping_path: str = str(Path(__file__).with_name("mapping.yaml"))
+    sql_dir: str = str(REPO_ROOT / "include" / "sql")
+    gx_dir: str = str(REPO_ROOT / "great_expectations")
+    events_stream: str = "chatsync:events"
+    redis_prefix: str = "chatsync:"
+
+    # Repair threshold: above either, the run hands over to the major-inconsistency procedure.
+    repair_max_fraction: float = 0.01
+    repair_max_changes: int = 1000
+    repair_batch_rows: int = 50_000
+    # Incremental scope re-reads this much before the last watermark (commit lag, clock skew).
+    incremental_overlap_seconds: int = 120
+
+    # Alert thresholds from the seed.
+    sync_delay_ms: int = 5000
+    error_rate: float = 0.01
+    inconsistency_count: int = 10
+
+    # Transient-error retries inside one task/command (Airflow task retries come on top).
+    retry_attempts: int = 5
+    retry_base_seconds: float = 0.5
+    retry_max_seconds: float = 30.0
+    lock_timeout_ms: int = 10_000
+
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_sources(cls, *sources: Mapping[str, str], **explicit: Any) -> "Settings":
+        """Build settings from ordered sources (later wins) of ``CHATSYNC_*`` style names."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            env_name = "CHATSYNC_" + f.name.upper()
+            for source in sources:
+                if env_name in source and source[env_name] not in (None, ""):
+                    values[f.name] = _coerce(f, env_name, source[env_name])
+        for name, value in explicit.items():
+            if value is not None:
+                values[name] = value
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    @classmethod
+    def from_env(cls, **explicit: Any) -> "Settings":
+        return cls.from_sources(os.environ, **explicit)
+
+    def check(self) -> None:
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"CHATSYNC_{name.upper()}={getattr(self, name)!r}: {why}")
+
+        if not 0 < self.repair_max_fraction <= 1:
+            raise bad("repair_max_fraction", "must be a fraction in (0, 1]")
+        for name in ("repair_max_changes", "repair_batch_rows", "sync_delay_ms",
+                     "inconsistency_count", "retry_attempts", "lock_timeout_ms"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be a positive whole number")
+        if not 0 <= self.error_rate <= 1:
+            raise bad("error_rate", "must be a fraction in [0, 1]")
+        if self.incremental_overlap_seconds < 0:
+            raise bad("incremental_overlap_seconds", "must not be negative")
+        if not self.ops_schema.isidentifier():
+            raise bad("ops_schema", "must be a plain identifier")
+        for name in ("mapping_path", "sql_dir"):
+            if not Path(getattr(self, name)).exists():
+                raise bad(name, "no such file or directory")
+
+    def require_database(self) -> str:
+        if not self.database_url:
+            raise ConfigError(
+                "no database configured: set CHATSYNC_DATABASE_URL (CLI) or the Airflow "
+                "connection 'chatsync_db' (DAGs)"
+            )
+        return self.database_url
+
+
+def _coerce(f: dataclasses.Field, name: str, raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError:
+        what = "a whole number" if kind.startswith("int") else "a number"
+        raise ConfigError(f"{name}={raw!r} is not {what}") from None
+    return raw

@@ -1,0 +1,115 @@
+"""Connections, SQL files and the transient-error retry."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from chatsync.config import Settings
+from chatsync.errors import ConfigError, TransientError
+
+log = logging.getLogger("chatsync.db")
+T = TypeVar("T")
+
+# SQLSTATE classes worth a retry: connection exceptions, serialization/deadlock, lock timeout,
+# admin shutdown / crash recovery.
+_TRANSIENT = (
+    pgerrors.SerializationFailure,
+    pgerrors.DeadlockDetected,
+    pgerrors.LockNotAvailable,
+    pgerrors.AdminShutdown,
+    pgerrors.CrashShutdown,
+    pgerrors.CannotConnectNow,
+)
+
+
+# Connection failures no retry can fix: wrong database, role or password.
+_FATAL_CONNECT = ("does not exist", "password authentication failed", "no password supplied",
+                  "invalid connection option")
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (TransientError, *_TRANSIENT)):
+        return True
+    if isinstance(exc, pgerrors.QueryCanceled):  # lock_timeout / statement_timeout
+        return True
+    # A bare OperationalError is a lost or refused connection.
+    return type(exc) is psycopg.OperationalError
+
+
+def connect(settings: Settings, *, autocommit: bool = False, application_name: str = "chatsync") -> psycopg.Connection:
+    url = settings.require_database()
+    try:
+        conn = psycopg.connect(url, autocommit=autocommit, application_name=application_name,
+                               connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        text = str(exc)
+        if any(marker in text for marker in _FATAL_CONNECT):
+            raise ConfigError(f"cannot use the chatsync database: {text.strip()}") from exc
+        raise TransientError(f"cannot connect to the chatsync database: {exc}".strip()) from exc
+    except psycopg.ProgrammingError as exc:  # malformed conninfo
+        raise ConfigError(f"invalid database URL: {exc}") from exc
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{settings.lock_timeout_ms}ms")))
+    if not autocommit:
+        conn.commit()
+    return conn
+
+
+@contextmanager
+def connection(settings: Settings, **kwargs) -> Iterator[psycopg.Connection]:
+    """A connection that commits when the block ends cleanly and rolls back on an exception."""
+    conn = connect(settings, **kwargs)
+    try:
+        yield conn
+        if not conn.closed and not conn.autocommit:
+            conn.commit()
+    except BaseException:
+        if not conn.closed:
+            conn.rollback()
+        raise
+    finally:
+        conn.close()
+
+
+def with_retry(fn: Callable[[], T], settings: Settings, what: str) -> T:
+    """Run fn, retrying transient failures with exponential backoff and full jitter."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if not is_transient(exc) or attempt >= settings.retry_attempts:
+                raise
+            delay = random.uniform(0, min(settings.retry_max_seconds,
+                                          settings.retry_base_seconds * 2 ** (attempt - 1)))
+            log.warning("%s: transient error (attempt %d/%d), retrying in %.2fs: %s",
+                        what, attempt, settings.retry_attempts, delay, exc)
+            time.sleep(delay)
+
+
+@lru_cache(maxsize=128)
+def _read_sql(sql_dir: str, name: str) -> str:
+    path = Path(sql_dir) / f"{name}.sql"
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"SQL file {path} not found (CHATSYNC_SQL_DIR={sql_dir})") from None
+
+
+def sql_file(settings: Settings, name: str, **parts: sql.Composable) -> sql.Composed:
+    """include/sql/<name>.sql with its {placeholders} filled by composed identifiers/fragments.
+
+    Values are never formatted in: they stay %(name)s placeholders bound at execute time.
+    """
+    text = _read_sql(settings.sql_dir, name)
+    return sql.SQL(text).format(**parts)

@@ -1,0 +1,199 @@
+"""One consistency pass, step by step: detect → decide → repair → validate → record.
+
+The Airflow tasks call these steps one by one; ``check`` runs them in a row for the CLI.
+Each step reads and writes the run record, so any step can be rerun on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from chatsync import metrics, runs
+from chatsync.config import Settings
+from chatsync.db import connection
+from chatsync.diff import DetectResult, Decision, Scope, decide, detect
+from chatsync.errors import ChatsyncError, MajorInconsistency, ValidationFailed
+from chatsync.repair import RepairResult, repair
+
+log = logging.getLogger("chatsync.engine")
+# One full pass at a time per ops schema (CLI check; the DAG has max_active_runs=1 on top).
+CHECK_LOCK = 0x6368636865636B  # "chcheck"
+
+
+def now() -> datetime:
+    return datetime.now().astimezone()
+
+
+def mark_major(settings: Settings, run_id: int, decision: Decision) -> None:
+    with connection(settings) as conn:
+        runs.update(conn, settings.ops_schema, run_id, status="major", error=decision.reason,
+                    finished_at=now())
+
+
+def validate_run(settings: Settings, run_id: int) -> dict:
+    """Run the GX suite on the chat side; store the outcome and the run's final status."""
+    from chatsync.validate import validate  # heavy (Great Expectations): only when validating
+
+    t0 = time.perf_counter()
+    outcome = validate(settings, run_id).to_dict()
+    seconds = time.perf_counter() - t0
+    with connection(settings) as conn:
+        run = runs.get(conn, settings.ops_schema, run_id)
+        if outcome["passed"]:
+            status = "validated" if (run["repaired"] or 0) > 0 else "consistent"
+        else:
+            status = "validation_failed"
+        runs.update(conn, settings.ops_schema, run_id, validation=outcome, status=status,
+                    finished_at=now(), error=None if outcome["passed"] else
+                    "validation failed: " + ", ".join(f["expectation"] for f in outcome["failed"]))
+        runs.add_step_duration(conn, settings.ops_schema, run_id, "validate", seconds)
+    if not outcome["passed"]:
+        log.error("run %s: validation failed: %s", run_id, outcome["failed"])
+    return outcome
+
+
+def finish_without_validation(settings: Settings, run_id: int, status: str) -> None:
+    with connection(settings) as conn:
+        runs.update(conn, settings.ops_schema, run_id, status=status, finished_at=now())
+
+
+def record(settings: Settings, run_id: int, step_seconds: dict[str, float] | None = None) -> dict:
+    with connection(settings) as conn:
+        for step, seconds in (step_seconds or {}).items():
+            runs.add_step_duration(conn, settings.ops_schema, run_id, step, seconds)
+    return metrics.record_run(settings, run_id)
+
+
+@dataclass
+class CheckSummary:
+    run_id: int
+    scope: str
+    counts: dict[str, int]
+    decision: str
+    repaired: int = 0
+    skipped: int = 0
+    validation: dict | None = None
+    remaining: int | None = None  # findings left after the pass (None when not re-checked)
+    status: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def consistent(self) -> bool:
+        return self.remaining == 0 and (self.validation is None or self.validation.get("passed", False))
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "scope": self.scope, "counts": self.counts,
+                "decision": self.decision, "repaired": self.repaired, "skipped": self.skipped,
+                "validation": self.validation, "remaining": self.remaining, "status": self.status,
+                "consistent": self.consistent, "timings": self.timings, "message": self.message}
+
+
+def check(settings: Settings, scope: Scope = Scope(), *, do_repair: bool = False, do_validate: bool = True,
+          triggered_by: str = "cli") -> CheckSummary:
+    """detect → (repair) → (validate) → metrics, holding the pass lock for the whole pass."""
+    with connection(settings, autocommit=True) as lock_conn:
+        got = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (CHECK_LOCK,)).fetchone()[0]
+        if not got:
+            raise ChatsyncError("another consistency pass is running on this database; try again later")
+        try:
+            return _check(settings, scope, do_repair, do_validate, triggered_by)
+        finally:
+            lock_conn.execute("SELECT pg_advisory_unlock(%s)", (CHECK_LOCK,))
+
+
+def _check(settings, scope, do_repair, do_validate, triggered_by) -> CheckSummary:
+    timings: dict[str, float] = {}
+    found: DetectResult = detect(settings, scope, triggered_by=triggered_by)
+    timings["detect"] = round(found.seconds, 4)
+    decision = decide(settings, found)
+    summary = CheckSummary(found.run_id, found.scope, found.counts, decision.path, timings=timings,
+                           message=decision.reason)
+    remaining = found.total
+    if decision.path == "major":
+        mark_major(settings, found.run_id, decision)
+        summary.status = "major"
+    elif decision.path == "repair" and do_repair:
+        fixed: RepairResult = repair(settings, found.run_id)
+        timings["repair"] = round(fixed.seconds, 4)
+        summary.repaired, summary.skipped = fixed.repaired, fixed.skipped
+        # what is left: re-detect the same scope (cheap next to a repair)
+        recheck = detect(settings, scope if scope.kind != "incremental" else Scope("full"),
+                         triggered_by=f"{triggered_by}:recheck")
+        finish_without_validation(settings, recheck.run_id, "detected")
+        remaining = recheck.total
+    if do_validate and decision.path != "major":
+        t0 = time.perf_counter()
+        summary.validation = validate_run(settings, found.run_id)
+        timings["validate"] = round(time.perf_counter() - t0, 4)
+    elif decision.path != "major":
+        status = "consistent" if remaining == 0 else ("repaired" if summary.repaired else "detected")
+        finish_without_validation(settings, found.run_id, status)
+    summary.remaining = remaining
+    t0 = time.perf_counter()
+    record(settings, found.run_id)
+    timings["metrics"] = round(time.perf_counter() - t0, 4)
+    with connection(settings) as conn:
+        summary.status = runs.get(conn, settings.ops_schema, found.run_id)["status"]
+    return summary
+
+
+# -- steps, as the Airflow tasks run them ----------------------------------------------------
+
+def choose_scope(param: str, logical_date: datetime | None) -> Scope:
+    """'auto': a full pass in the first hour of the day (the only scope that sees deletes),
+    incremental otherwise."""
+    if param == "auto":
+        hour = logical_date.hour if logical_date else 0
+        return Scope("full" if hour == 0 else "incremental")
+    return Scope(param)
+
+
+def detect_step(settings: Settings, scope: Scope, triggered_by: str) -> dict:
+    found = detect(settings, scope, triggered_by=triggered_by)
+    decision = decide(settings, found)
+    return {**found.to_dict(), "decision": decision.path, "changes": decision.changes,
+            "limit": decision.limit, "reason": decision.reason}
+
+
+def nothing_step(settings: Settings, run_id: int) -> None:
+    finish_without_validation(settings, run_id, "consistent")
+
+
+def major_step(settings: Settings, found: dict) -> None:
+    decision = Decision(found["decision"], found["changes"], found["limit"], found["reason"])
+    mark_major(settings, found["run_id"], decision)
+    raise MajorInconsistency(
+        f"run {found['run_id']}: major inconsistency, repair refused: {decision.reason}. "
+        f"Counts: {dict((k, v) for k, v in found['counts'].items() if v)}. Start the "
+        f"chat_major_inconsistency procedure for the affected rooms.",
+        found["run_id"], decision.changes, decision.limit)
+
+
+def repair_step(settings: Settings, run_id: int) -> dict:
+    return repair(settings, run_id).to_dict()
+
+
+def validate_step(settings: Settings, run_id: int) -> dict:
+    outcome = validate_run(settings, run_id)
+    if not outcome["passed"]:
+        names = "; ".join(f"{f['expectation']} on {f.get('table')}.{f.get('column')}" for f in outcome["failed"])
+        raise ValidationFailed(f"run {run_id}: the chat side failed validation: {names}. "
+                               f"Data Docs: {outcome.get('docs_index')}")
+    return outcome
+
+
+def outcome_step(settings: Settings, run_id: int) -> dict:
+    """The run's final word: succeed only when the pass left the chat side consistent."""
+    with connection(settings) as conn:
+        run = runs.get(conn, settings.ops_schema, run_id)
+    summary = {"run_id": run_id, "status": run["status"], "counts": run["counts"],
+               "repaired": run["repaired"], "skipped": run["skipped"],
+               "step_durations": run["step_durations"]}
+    log.info("run %s finished: %s", run_id, summary)
+    if run["status"] not in ("consistent", "validated"):
+        raise ChatsyncError(f"run {run_id} ended {run['status']}: {run['error'] or 'see earlier tasks'}")
+    return summary

@@ -1,0 +1,31 @@
+"""Error kinds (DESIGN.md §4): each failure is one of these, and the kind decides what happens."""
+
+
+class ChatsyncError(Exception):
+    """Base of chatsync's own errors."""
+
+
+class ConfigError(ChatsyncError):
+    """Wrong configuration or usage: fail at once, never retry (CLI exit 2)."""
+
+
+class TransientError(ChatsyncError):
+    """Worth retrying with backoff: connection loss, lock timeout, serialization failure."""
+
+
+class ValidationError(ChatsyncError):
+    """Bad input (malformed event, impossible value): quarantine it with the reason, never crash."""
+
+
+class MajorInconsistency(ChatsyncError):
+    """A run would change more than the repair threshold: hand over to the major procedure."""
+
+    def __init__(self, message: str, run_id: int, changes: int, limit: int):
+        super().__init__(message)
+        self.run_id = run_id
+        self.changes = changes
+        self.limit = limit
+
+
+class ValidationFailed(ChatsyncError):
+    """The chat side failed the Great Expectations suite after a repair."""

@@ -1,0 +1,215 @@
+"""Repair: make the chat side equal to the room side for a run's findings, with a receipt.
+
+Each batch (a room-id range holding at most ``repair_batch_rows`` findings) is one transaction:
+all its statements commit together or not at all. Every changed row gets an audit row with its
+before/after image; every statement re-checks the difference itself, so a chat row changed by the
+application between detect and repair is skipped, never overwritten. Rollback restores a run's
+before-images, skipping rows changed since.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from psycopg import sql
+
+from chatsync import runs
+from chatsync.config import Settings
+from chatsync.db import connection, sql_file, with_retry
+from chatsync.diff import entity_sql
+from chatsync.errors import ConfigError
+from chatsync.sqlgen import EntitySQL
+
+log = logging.getLogger("chatsync.repair")
+J = sql.SQL
+# One repairer at a time per ops schema (CLI and Airflow alike): batches serialise on it.
+REPAIR_LOCK = 0x63687265706169  # "chrepai"
+_ROOM_ID_MAX = 2**63 - 1
+
+
+@dataclass
+class RepairResult:
+    run_id: int
+    repaired: int = 0  # rows changed
+    by_action: dict[str, int] = field(default_factory=lambda: {"insert": 0, "update": 0, "delete": 0})
+    skipped: int = 0  # findings left open (row changed meanwhile or no longer differing)
+    batches: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "repaired": self.repaired, "by_action": self.by_action,
+                "skipped": self.skipped, "batches": self.batches, "seconds": round(self.seconds, 4)}
+
+
+def _batches(conn, settings: Settings, run_id: int) -> list[tuple[int, int]]:
+    """Room-id ranges [lo, hi) each holding at most repair_batch_rows open findings."""
+    rows = conn.execute(J(
+        "SELECT room_id, count(*) FROM {}.inconsistencies WHERE run_id = %s AND status = 'open' "
+        "GROUP BY room_id ORDER BY room_id").format(sql.Identifier(settings.ops_schema)), (run_id,)).fetchall()
+    ranges, lo, size = [], None, 0
+    for room_id, n in rows:
+        if lo is None:
+            lo = room_id
+        elif size + n > settings.repair_batch_rows:
+            ranges.append((lo, room_id))
+            lo, size = room_id, 0
+        size += n
+    if lo is not None:
+        ranges.append((lo, _ROOM_ID_MAX))
+    return ranges
+
+
+def _statements(settings: Settings, es: EntitySQL) -> dict[str, sql.Composed]:
+    e, ops = es.entity, settings.ops_schema
+    common = es.common(ops)
+    key_out = es.chat_key_cols("c", as_names=True)
+    return {
+        "insert": sql_file(settings, "repair_insert_missing", **common,
+                           finding_key=es.finding_key(), insert_columns=es.insert_columns(),
+                           insert_values=es.insert_values(), room_eq_todo=es.join_room_to("t"),
+                           chat_key_out=key_out),
+        "update": sql_file(settings, "repair_update_mismatched", **common,
+                           finding_key=es.finding_key(), chat_eq_todo=es.join_chat_to("t"),
+                           chat_key_c=es.chat_key_cols("c"), set_from_room=es.set_from_room(),
+                           room_eq_locked=es.join_room_chat("r", "l"),
+                           chat_eq_locked=J(" AND ").join(
+                               J("{} = {}").format(es.cc(k, "c"), es.cc(k, "l")) for k in e.chat_key),
+                           digest_locked=es.chat_digest("l"), still_differs=es.still_differs("r", "l"),
+                           chat_key_out=key_out),
+        "delete": sql_file(settings, "repair_delete_orphans", **common,
+                           finding_key=es.finding_key(), chat_eq_todo=es.join_chat_to("t"),
+                           digest_c=es.chat_digest("c"), room_eq_c=es.join_room_chat("r", "c"),
+                           chat_key_out=key_out),
+        "mark": sql_file(settings, "repair_mark_findings", **common),
+    }
+
+
+def _plan(settings: Settings) -> list[tuple[EntitySQL, str]]:
+    """Statement order inside a batch: create rooms, then participants; delete participants,
+    then rooms (orphan chat rooms go last, after their participants)."""
+    ents = entity_sql(settings)
+    order = [(e, a) for e in ents for a in ("insert", "update")]
+    order += [(e, "delete") for e in reversed(ents)]
+    return order
+
+
+def repair(settings: Settings, run_id: int) -> RepairResult:
+    """Repair every open finding of the run, batch by batch. Rerunning resumes where it stopped."""
+    ops = settings.ops_schema
+    t0 = time.perf_counter()
+    result = RepairResult(run_id)
+    statements = {es.entity.name: _statements(settings, es) for es in entity_sql(settings)}
+    plan = _plan(settings)
+    with connection(settings) as conn:
+        run = runs.get(conn, ops, run_id)
+        if run is None:
+            raise ConfigError(f"run {run_id} does not exist")
+        if run["status"] not in ("detected", "repairing", "major", "repaired", "validation_failed"):
+            raise ConfigError(f"run {run_id} is {run['status']}: only a detected run can be repaired")
+        runs.update(conn, ops, run_id, status="repairing")
+        conn.commit()
+        batches = _batches(conn, settings, run_id)
+        conn.commit()
+
+    for i, (lo, hi) in enumerate(batches, 1):
+        def one_batch(lo=lo, hi=hi) -> tuple[dict[str, int], int]:
+            counts = {"insert": 0, "update": 0, "delete": 0}
+            with connection(settings) as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (REPAIR_LOCK,))
+                for es, action in plan:
+                    e = es.entity
+                    params = {"run_id": run_id, "room_lo": lo, "room_hi": hi,
+                              "missing_kind": e.missing_kind, "orphan_kind": e.orphan_kind,
+                              "mismatch_kinds": list(e.mismatch_kinds), "kinds": list(e.kinds)}
+                    cur = conn.execute(statements[e.name][action], params)
+                    counts[action] += max(cur.rowcount, 0)
+                skipped = 0
+                for es in entity_sql(settings):
+                    params = {"run_id": run_id, "room_lo": lo, "room_hi": hi, "kinds": list(es.entity.kinds)}
+                    skipped += max(conn.execute(statements[es.entity.name]["mark"], params).rowcount, 0)
+            return counts, skipped
+
+        counts, skipped = with_retry(one_batch, settings, f"repair run {run_id} batch {i}/{len(batches)}")
+        for action, n in counts.items():
+            result.by_action[action] += n
+        result.repaired += sum(counts.values())
+        result.skipped += skipped
+        result.batches += 1
+        log.info("run %s: repair batch %d/%d (rooms %s..%s) changed %s, skipped %d findings",
+                 run_id, i, len(batches), lo, hi if hi != _ROOM_ID_MAX else "end", counts, skipped)
+
+    result.seconds = time.perf_counter() - t0
+    with connection(settings) as conn:
+        totals = conn.execute(J(
+            "SELECT count(*) FILTER (WHERE rolled_back_by IS NULL), "
+            "(SELECT count(*) FROM {ops}.inconsistencies WHERE run_id = %(r)s AND status = 'skipped') "
+            "FROM {ops}.repair_audit WHERE run_id = %(r)s").format(ops=sql.Identifier(ops)),
+            {"r": run_id}).fetchone()
+        # totals over the whole run, so a resumed repair reports what the run did in all
+        runs.update(conn, ops, run_id, status="repaired", repaired=totals[0], skipped=totals[1])
+        runs.add_step_duration(conn, ops, run_id, "repair", result.seconds)
+        conn.commit()
+    log.info("run %s: repaired %d rows (%s), %d findings skipped, in %.3fs", run_id, result.repaired,
+             result.by_action, result.skipped, result.seconds)
+    return result
+
+
+@dataclass
+class RollbackResult:
+    run_id: int  # the run rolled back
+    rollback_run_id: int
+    restored: int = 0
+    skipped: list[dict] = field(default_factory=list)  # rows changed since the repair
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "rollback_run_id": self.rollback_run_id,
+                "restored": self.restored, "skipped": self.skipped}
+
+
+def rollback(settings: Settings, run_id: int, *, triggered_by: str = "cli") -> RollbackResult:
+    """Restore the before-images of a run's repairs, skipping rows changed since (reported).
+
+    Runs in one transaction under the repair lock; the restoring changes are audited under a new
+    run of kind 'rollback', so a rollback can itself be rolled back.
+    """
+    ops = settings.ops_schema
+    with connection(settings) as conn:
+        run = runs.get(conn, ops, run_id)
+        if run is None:
+            raise ConfigError(f"run {run_id} does not exist")
+        if run["status"] == "rolled_back":
+            raise ConfigError(f"run {run_id} was already rolled back")
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (REPAIR_LOCK,))
+            rb_id = runs.create(conn, ops, scope="rollback", params={"run_id": run_id},
+                                triggered_by=triggered_by, kind="rollback")
+            result = RollbackResult(run_id, rb_id)
+            for es in reversed(entity_sql(settings)):  # participants first, then rooms
+                restored, skipped = _rollback_entity(conn, settings, es, run_id, rb_id)
+                result.restored += restored
+                result.skipped += skipped
+            runs.update(conn, ops, rb_id, status="repaired", repaired=result.restored,
+                        skipped=len(result.skipped), finished_at=datetime.now().astimezone())
+            runs.update(conn, ops, run_id, status="rolled_back")
+    log.info("run %s rolled back by run %s: %d rows restored, %d skipped (changed since)",
+             run_id, rb_id, result.restored, len(result.skipped))
+    return result
+
+
+def _rollback_entity(conn, settings: Settings, es: EntitySQL, run_id: int, rb_id: int):
+    ops = settings.ops_schema
+    parts = dict(es.common(ops), chat_key_eq_audit=es.join_chat_to("a"),
+                 all_columns=es.chat_columns_all(), all_from_p=es.chat_columns_from("p"),
+                 chat_key_out=es.chat_key_cols("c", as_names=True))
+    params = {"run_id": run_id, "rb_id": rb_id}
+    # Rows changed since the repair: current image differs from the audit's after-image.
+    skipped_rows = conn.execute(sql_file(settings, "rollback_changed_since", **parts), params).fetchall()
+    skipped = [{"entity": es.entity.name, "action": action, "room_id": room_id, "user_id": user_id}
+               for action, room_id, user_id in skipped_rows]
+    restored = 0
+    for name in ("rollback_delete_inserted", "rollback_restore_updated", "rollback_reinsert_deleted"):
+        restored += max(conn.execute(sql_file(settings, name, **parts), params).rowcount, 0)
+    return restored, skipped

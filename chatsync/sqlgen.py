@@ -1,0 +1,176 @@
+"""SQL fragments generated from the rules and the mapping.
+
+The statements themselves live in include/sql/*.sql; what varies with the rules (the compared
+columns, the kinds, the key columns) is built here, once, so the diff, the repair and the
+validation can never disagree about what "consistent" means. Only identifiers and the rules'
+own constants are composed in; run values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from chatsync.mapping import Mapping, Table
+from chatsync.rules import Entity, Field
+
+J = sql.SQL  # shorthand for fixed SQL text
+
+
+def _and(parts: list[sql.Composable]) -> sql.Composable:
+    return J(" AND ").join(parts)
+
+
+def _or(parts: list[sql.Composable]) -> sql.Composable:
+    return J(" OR ").join(parts)
+
+
+@dataclass(frozen=True)
+class EntitySQL:
+    entity: Entity
+    room: Table
+    chat: Table
+
+    @classmethod
+    def build(cls, entity: Entity, mapping: Mapping) -> "EntitySQL":
+        return cls(entity, mapping[entity.room_table], mapping[entity.chat_table])
+
+    # -- column references ------------------------------------------------------------------
+    def rc(self, logical: str, alias: str = "r") -> sql.Composable:
+        return self.room.col(logical, alias)
+
+    def cc(self, logical: str, alias: str = "c") -> sql.Composable:
+        return self.chat.col(logical, alias)
+
+    def room_value(self, f: Field, alias: str = "r") -> sql.Composable:
+        """The value the chat column must hold, computed from the room row."""
+        col = self.rc(f.room, alias)
+        if f.transform == "is_not_null":
+            return J("({} IS NOT NULL)").format(col)
+        return col
+
+    def field_differs(self, f: Field, r: str = "r", c: str = "c") -> sql.Composable:
+        return J("{} IS DISTINCT FROM {}").format(self.room_value(f, r), self.cc(f.chat, c))
+
+    # -- keys ---------------------------------------------------------------------------------
+    def key_pairs(self):
+        return list(zip(self.entity.room_key, self.entity.chat_key))
+
+    def room_key_is_null(self, r: str = "r") -> sql.Composable:
+        return J("{} IS NULL").format(self.rc(self.entity.room_key[0], r))
+
+    def chat_key_is_null(self, c: str = "c") -> sql.Composable:
+        return J("{} IS NULL").format(self.cc(self.entity.chat_key[0], c))
+
+    def join_room_chat(self, r: str = "r", c: str = "c") -> sql.Composable:
+        return _and([J("{} = {}").format(self.rc(rk, r), self.cc(ck, c)) for rk, ck in self.key_pairs()])
+
+    def join_chat_to(self, other: str, c: str = "c") -> sql.Composable:
+        """Chat key = other.room_id [, other.user_id] (findings / audit / scope rows)."""
+        names = ("room_id", "user_id")
+        return _and([J("{} = {}").format(self.cc(ck, c), sql.Identifier(other, n))
+                     for ck, n in zip(self.entity.chat_key, names)])
+
+    def join_room_to(self, other: str, r: str = "r") -> sql.Composable:
+        names = ("room_id", "user_id")
+        return _and([J("{} = {}").format(self.rc(rk, r), sql.Identifier(other, n))
+                     for rk, n in zip(self.entity.room_key, names)])
+
+    def key_out(self) -> sql.Composable:
+        """room_id, user_id of a FULL OUTER JOIN row (user_id NULL for room-level entities)."""
+        out = [J("coalesce({}, {}) AS room_id").format(self.rc(self.entity.room_key[0]),
+                                                     self.cc(self.entity.chat_key[0]))]
+        if self.entity.has_user:
+            out.append(J("coalesce({}, {}) AS user_id").format(self.rc(self.entity.room_key[1]),
+                                                             self.cc(self.entity.chat_key[1])))
+        else:
+            out.append(J("NULL::bigint AS user_id"))
+        return J(", ").join(out)
+
+    def chat_key_cols(self, alias: str | None = None, as_names: bool = False) -> sql.Composable:
+        names = ("room_id", "user_id")
+        cols = []
+        for ck, n in zip(self.entity.chat_key, names):
+            col = self.chat.col(ck, alias) if alias else self.chat.col(ck)
+            cols.append(J("{} AS {}").format(col, sql.Identifier(n)) if as_names else col)
+        if as_names and not self.entity.has_user:
+            cols.append(J("NULL::bigint AS user_id"))
+        return J(", ").join(cols)
+
+    def finding_key(self, alias: str | None = None) -> sql.Composable:
+        names = ("room_id", "user_id")[: len(self.entity.chat_key)]
+        return J(", ").join(sql.Identifier(alias, n) if alias else sql.Identifier(n) for n in names)
+
+    def room_scope_col(self, side: str) -> sql.Composable:
+        """The room-id column of one side, for scope filters."""
+        if side == "room":
+            return self.room.col(self.entity.room_key[0])
+        return self.chat.col(self.entity.chat_key[0])
+
+    # -- the rules ----------------------------------------------------------------------------
+    def differs(self) -> sql.Composable:
+        """True for a FULL OUTER JOIN row that breaks any rule."""
+        return _or([self.room_key_is_null(), self.chat_key_is_null()]
+                   + [self.field_differs(f) for f in self.entity.fields])
+
+    def still_differs(self, r: str = "r", c: str = "c") -> sql.Composable:
+        return _or([self.field_differs(f, r, c) for f in self.entity.fields])
+
+    def kinds_array(self) -> sql.Composable:
+        """ARRAY of the kinds a FULL OUTER JOIN row breaks (NULL where a rule holds)."""
+        e = self.entity
+        both = _and([J("NOT ({})").format(self.room_key_is_null()),
+                     J("NOT ({})").format(self.chat_key_is_null())])
+        items = [J("CASE WHEN {} THEN {} WHEN {} THEN {} END").format(
+            self.chat_key_is_null(), sql.Literal(e.missing_kind),
+            self.room_key_is_null(), sql.Literal(e.orphan_kind))]
+        for kind in e.mismatch_kinds:
+            fields = [f for f in e.fields if f.kind == kind]
+            items.append(J("CASE WHEN {} AND ({}) THEN {} END").format(
+                both, _or([self.field_differs(f) for f in fields]), sql.Literal(kind)))
+        return J("ARRAY[{}]::text[]").format(J(", ").join(items))
+
+    def chat_digest(self, c: str = "c") -> sql.Composable:
+        """md5 of the compared chat columns: detects a chat write between detect and repair."""
+        cols = J(", ").join(self.cc(f.chat, c) for f in self.entity.fields)
+        return J("md5(ROW({})::text)").format(cols)
+
+    def chat_digest_or_null(self, c: str = "c") -> sql.Composable:
+        return J("CASE WHEN {} THEN NULL ELSE {} END").format(self.chat_key_is_null(c), self.chat_digest(c))
+
+    # -- repair ----------------------------------------------------------------------------
+    def insert_columns(self) -> sql.Composable:
+        cols = [self.chat.col(k) for k in self.entity.chat_key]
+        cols += [self.chat.col(f.chat) for f in self.entity.fields]
+        cols += [self.chat.col(c) for c, _ in self.entity.chat_defaults]
+        cols.append(self.chat.col("updated_at"))
+        return J(", ").join(cols)
+
+    def insert_values(self, r: str = "r") -> sql.Composable:
+        vals = [self.rc(k, r) for k in self.entity.room_key]
+        vals += [self.room_value(f, r) for f in self.entity.fields]
+        vals += [sql.Literal(v) for _, v in self.entity.chat_defaults]
+        vals.append(J("clock_timestamp()"))
+        return J(", ").join(vals)
+
+    def set_from_room(self, r: str = "r") -> sql.Composable:
+        sets = [J("{} = {}").format(self.chat.col(f.chat), self.room_value(f, r)) for f in self.entity.fields]
+        sets.append(J("{} = clock_timestamp()").format(self.chat.col("updated_at")))
+        return J(", ").join(sets)
+
+    def chat_columns_all(self) -> sql.Composable:
+        """Every mapped chat column (for restoring a before-image)."""
+        return J(", ").join(self.chat.col(c) for c in self.chat.columns)
+
+    def chat_columns_from(self, alias: str) -> sql.Composable:
+        return J(", ").join(self.chat.col(c, alias) for c in self.chat.columns)
+
+    def common(self, ops: str) -> dict[str, sql.Composable]:
+        """Placeholders shared by every statement of this entity."""
+        return {
+            "ops": sql.Identifier(ops),
+            "room": self.room.ident,
+            "chat": self.chat.ident,
+            "entity": sql.Literal(self.entity.name),
+        }

@@ -1,0 +1,156 @@
+"""Validation of the chat side with Great Expectations 1.x, the suite generated from the rules.
+
+For each entity of ``chatsync.rules`` the chat table gets: key columns not null, the key unique
+(compound for participants), each field's allowed values (``allowed``) and range (``between``);
+and a query asset over ``include/sql/residual_differences.sql`` (the detect query over the whole
+tables) must return no row: "no remaining difference".
+
+The file context lives in ``settings.gx_dir`` (the repository's ``great_expectations/``): its
+suites, validation definitions and checkpoint are rewritten from the rules at each run, so they
+always match the code. The Postgres datasource's connection string is the config variable
+``${CHATSYNC_GX_CONNECTION_STRING}``, set in the environment at run time: no secret is written
+to disk. Results and Data Docs go under ``gx/uncommitted/`` (ignored by git).
+Great Expectations is imported inside ``validate()``: it costs seconds to import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from psycopg.conninfo import conninfo_to_dict
+
+from chatsync.config import Settings
+from chatsync.mapping import load_mapping
+from chatsync.rules import ENTITIES
+
+log = logging.getLogger("chatsync.validate")
+DATASOURCE = "chatsync_postgres"
+CHECKPOINT = "chatsync_chat_side"
+CONNECTION_VARIABLE = "CHATSYNC_GX_CONNECTION_STRING"
+PARTIAL_UNEXPECTED = 5
+
+
+@dataclass
+class ValidationOutcome:
+    passed: bool
+    failed: list[dict] = field(default_factory=list)
+    evaluated: int = 0
+    seconds: float = 0.0
+    docs_index: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """A SQLAlchemy (psycopg 3) URL for a libpq URL or conninfo, socket directories included."""
+    from sqlalchemy.engine import URL
+
+    p = conninfo_to_dict(database_url)
+    query = {k: v for k, v in p.items() if k not in ("host", "port", "user", "password", "dbname")}
+    host = p.get("host")
+    if host and host.startswith("/"):  # a Unix socket directory goes in the query string
+        query["host"] = host
+        host = None
+    url = URL.create("postgresql+psycopg", username=p.get("user"), password=p.get("password"),
+                     host=host, port=int(p["port"]) if p.get("port") else None,
+                     database=p.get("dbname"), query=query)
+    return url.render_as_string(hide_password=False)
+
+
+def _expectations(gx, entity, table) -> list:
+    """The expectations of one chat table, from the rules."""
+    E = gx.expectations
+    cols = [table.columns[k] for k in entity.chat_key]
+    out = [E.ExpectColumnValuesToNotBeNull(column=c) for c in cols]
+    if len(cols) > 1:
+        out.append(E.ExpectCompoundColumnsToBeUnique(column_list=cols))
+    else:
+        out.append(E.ExpectColumnValuesToBeUnique(column=cols[0]))
+    for f in entity.fields:
+        column = table.columns[f.chat]
+        if f.allowed:
+            out.append(E.ExpectColumnValuesToBeInSet(column=column, value_set=list(f.allowed)))
+        if f.between:
+            out.append(E.ExpectColumnValuesToBeBetween(column=column, min_value=f.between[0],
+                                                       max_value=f.between[1]))
+    return out
+
+
+def _context(settings: Settings):
+    import great_expectations as gx
+
+    root = Path(settings.gx_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    return gx, gx.get_context(mode="file", project_root_dir=str(root))
+
+
+def build(settings: Settings):
+    """(Re)write datasource, assets, suites, validation definitions and checkpoint from the rules."""
+    from chatsync.diff import residual_query
+
+    gx, context = _context(settings)
+    mapping = load_mapping(settings.mapping_path)
+    datasource = context.data_sources.add_or_update_postgres(
+        name=DATASOURCE, connection_string="${" + CONNECTION_VARIABLE + "}")
+    definitions = []
+    for entity in ENTITIES:
+        table = mapping[entity.chat_table]
+        for asset_name, expectations, make_asset in (
+            (f"{entity.name}_chat_table", _expectations(gx, entity, table),
+             lambda n, t=table: datasource.add_table_asset(name=n, table_name=t.name, schema_name=t.schema)),
+            (f"{entity.name}_residual_differences", [gx.expectations.ExpectTableRowCountToEqual(value=0)],
+             lambda n, e=entity: datasource.add_query_asset(name=n, query=residual_query(settings, e))),
+        ):
+            if asset_name in datasource.get_asset_names():
+                datasource.delete_asset(asset_name)
+            asset = make_asset(asset_name)
+            batch = asset.add_batch_definition_whole_table("whole_table")
+            suite = context.suites.add_or_update(gx.ExpectationSuite(name=asset_name, expectations=expectations))
+            definitions.append(context.validation_definitions.add_or_update(
+                gx.ValidationDefinition(name=asset_name, data=batch, suite=suite)))
+    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+        name=CHECKPOINT, validation_definitions=definitions,
+        actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_UNEXPECTED}))
+    return context, checkpoint
+
+
+def validate(settings: Settings, run_id: int | None = None, *, build_docs: bool = True) -> ValidationOutcome:
+    """Validate the chat side; never raises on a failed expectation (the caller decides)."""
+    t0 = time.perf_counter()
+    os.environ[CONNECTION_VARIABLE] = sqlalchemy_url(settings.require_database())
+    context, checkpoint = build(settings)
+    if not build_docs:
+        checkpoint.actions = []
+    result = checkpoint.run(run_id=None, batch_parameters=None)
+    outcome = ValidationOutcome(passed=bool(result.success))
+    for run_result in result.run_results.values():
+        asset = run_result.suite_name
+        for r in run_result.results:
+            outcome.evaluated += 1
+            if r.success:
+                continue
+            cfg = r.expectation_config
+            kwargs = cfg.kwargs
+            details = {k: v for k, v in (r.result or {}).items()
+                       if k in ("observed_value", "unexpected_count", "unexpected_percent",
+                                "partial_unexpected_list", "element_count")}
+            failure = {"expectation": cfg.type, "table": asset,
+                       "column": kwargs.get("column") or ",".join(kwargs.get("column_list") or []) or None,
+                       "details": details}
+            outcome.failed.append(failure)
+            log.error("run %s: validation failed: %s on %s column %s: %s", run_id, cfg.type, asset,
+                      failure["column"], details)
+    if build_docs:
+        sites = context.get_docs_sites_urls()
+        url = sites[0]["site_url"] if sites else None
+        outcome.docs_index = url.removeprefix("file://") if url else None
+    outcome.seconds = round(time.perf_counter() - t0, 3)
+    log.info("run %s: validation %s (%d expectations, %d failed) in %.2fs", run_id,
+             "passed" if outcome.passed else "FAILED", outcome.evaluated, len(outcome.failed), outcome.seconds)
+    return outcome

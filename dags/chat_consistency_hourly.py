@@ -1,0 +1,77 @@
+"""chat_consistency_hourly: the hourly consistency check between the room and chat tables.
+
+detect (set-based SQL diff) → choose_path → nothing_to_do | repair → validate | too_many
+→ record_metrics → outcome. Logic lives in chatsync.engine; this file only wires it.
+Scope "auto" runs a full pass at midnight (the only one that sees deletes), incremental otherwise.
+"""
+
+import pendulum
+from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+
+from chatsync import engine
+from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, run_label, settings_from_airflow
+
+
+@dag(
+    dag_id="chat_consistency_hourly",
+    schedule="@hourly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # with the repair lock: two passes never interleave
+    default_args=DEFAULT_ARGS,
+    params={"scope": Param("auto", enum=["auto", "incremental", "full"], description="diff scope")},
+    tags=["chatsync", "consistency"],
+    doc_md=__doc__,
+)
+def chat_consistency_hourly():
+    @task
+    @fail_fast
+    def detect() -> dict:
+        ctx = get_current_context()
+        scope = engine.choose_scope(ctx["params"]["scope"], ctx.get("logical_date"))
+        return engine.detect_step(settings_from_airflow(), scope, run_label(ctx))
+
+    @task.branch
+    def choose_path(found: dict) -> str:
+        return {"nothing": "nothing_to_do", "repair": "repair", "major": "too_many"}[found["decision"]]
+
+    @task
+    @fail_fast
+    def nothing_to_do(found: dict) -> None:
+        engine.nothing_step(settings_from_airflow(), found["run_id"])
+
+    @task
+    @fail_fast
+    def too_many(found: dict) -> None:
+        engine.major_step(settings_from_airflow(), found)
+
+    @task
+    @fail_fast
+    def repair(found: dict) -> dict:
+        return engine.repair_step(settings_from_airflow(), found["run_id"])
+
+    @task
+    @fail_fast
+    def validate(found: dict) -> dict:
+        return engine.validate_step(settings_from_airflow(), found["run_id"])
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    @fail_fast
+    def record_metrics(found: dict) -> dict:
+        return engine.record(settings_from_airflow(), found["run_id"])
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+    @fail_fast
+    def outcome(found: dict) -> dict:
+        return engine.outcome_step(settings_from_airflow(), found["run_id"])
+
+    found = detect()
+    nothing, major, repaired = nothing_to_do(found), too_many(found), repair(found)
+    choose_path(found) >> [nothing, major, repaired]
+    validated = validate(found)
+    repaired >> validated
+    recorded = record_metrics(found)
+    [nothing, major, validated] >> recorded
+    recorded >> outcome(found)
+
+chat_consistency_hourly()

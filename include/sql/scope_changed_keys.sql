@@ -1,0 +1,9 @@
+-- Incremental scope of one entity: keys changed on either side since the watermark, plus the
+-- keys of findings still unresolved (so a skipped or blocked repair is retried).
+INSERT INTO pg_temp.chatsync_scope_keys (room_id, user_id)
+SELECT {room_key} FROM {room} AS r WHERE {room_updated} >= %(since)s
+UNION
+SELECT {chat_key} FROM {chat} AS c WHERE {chat_updated} >= %(since)s
+UNION
+SELECT room_id, user_id FROM {ops}.inconsistencies
+WHERE resolved_at IS NULL AND kind = ANY(%(kinds)s)

@@ -1,0 +1,139 @@
+"""Shared fixtures: a fresh database per test session on the machine's real Postgres, a private
+Redis key prefix, and a private Airflow home. Nothing here touches other databases or keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+REPO = Path(__file__).resolve().parent.parent
+ADMIN_URL = os.environ.get("CHATSYNC_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_DB = f"chatsync_test_{os.getpid()}"
+TEST_DB_URL = psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=TEST_DB)
+REDIS_TEST_URL = os.environ.get("CHATSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_PREFIX = f"chatsync_test_{os.getpid()}:"
+AIRFLOW_HOME = Path(tempfile.gettempdir()) / f"chatsync_airflow_{os.getpid()}"
+
+
+def pytest_configure(config):
+    # Airflow reads its configuration when first imported: point it at a private home first.
+    os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+    os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+    conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": TEST_DB}
+    os.environ["AIRFLOW_CONN_CHATSYNC_DB"] = json.dumps(conn)
+    for name in list(os.environ):
+        if name.startswith("CHATSYNC_") and name not in ("CHATSYNC_TEST_ADMIN_URL", "CHATSYNC_TEST_REDIS_URL"):
+            del os.environ[name]  # the developer's own settings must not leak into tests
+
+
+def _admin(sql_text: sql.Composable) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql_text)
+
+
+@pytest.fixture(scope="session")
+def database_url():
+    _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEST_DB)))
+    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DB)))
+    yield TEST_DB_URL
+    _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEST_DB)))
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url, tmp_path_factory):
+    from chatsync.config import Settings
+    from chatsync.migrations import migrate
+
+    gx_dir = tmp_path_factory.mktemp("gx") / "great_expectations"
+    shutil.copytree(REPO / "great_expectations", gx_dir,
+                    ignore=shutil.ignore_patterns("uncommitted", "validation_results", "data_docs"))
+    s = Settings.from_env(database_url=database_url, gx_dir=str(gx_dir))
+    migrate(s, reference_schema=True)
+    return s
+
+
+TABLES = ("room.room_participants", "room.rooms", "chat.chat_participants", "chat.chat_rooms")
+
+
+@pytest.fixture
+def clean_db(settings):
+    """Empty application and ops tables before the test (the schema stays)."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE room.room_participants, room.rooms, chat.chat_participants, chat.chat_rooms")
+        conn.execute(sql.SQL("TRUNCATE {}.metrics, {}.repair_audit, {}.inconsistencies, {}.runs").format(
+            *[sql.Identifier(settings.ops_schema)] * 4))
+    return settings
+
+
+@pytest.fixture
+def db(clean_db):
+    """An autocommit connection to the test database, after cleaning it."""
+    with psycopg.connect(clean_db.database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def airflow_db(database_url):
+    """Airflow's metadata database (SQLite in the private AIRFLOW_HOME), migrated once."""
+    AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], check=True,
+                   capture_output=True, env=os.environ.copy(), timeout=300)
+    return AIRFLOW_HOME
+
+
+def sides_equal(conn) -> dict[str, int]:
+    """Independent check of the rules (not chatsync's SQL): rows that differ, per table pair."""
+    rooms = conn.execute("""
+        SELECT count(*) FROM (
+          (SELECT id, status, is_public, chat_enabled, archived_at IS NOT NULL FROM room.rooms
+           EXCEPT SELECT room_id, status, is_public, chat_enabled, archived FROM chat.chat_rooms)
+          UNION ALL
+          (SELECT room_id, status, is_public, chat_enabled, archived FROM chat.chat_rooms
+           EXCEPT SELECT id, status, is_public, chat_enabled, archived_at IS NOT NULL FROM room.rooms)) d
+    """).fetchone()[0]
+    participants = conn.execute("""
+        SELECT count(*) FROM (
+          (SELECT room_id, user_id, role, permissions, banned_at IS NOT NULL FROM room.room_participants
+           EXCEPT SELECT room_id, user_id, role, permissions, banned FROM chat.chat_participants)
+          UNION ALL
+          (SELECT room_id, user_id, role, permissions, banned FROM chat.chat_participants
+           EXCEPT SELECT room_id, user_id, role, permissions, banned_at IS NOT NULL FROM room.room_participants)) d
+    """).fetchone()[0]
+    return {"rooms": rooms, "participants": participants}
+
+
+@pytest.fixture
+def with_settings(settings):
+    """Build a variant of the session settings (e.g. a lower repair threshold)."""
+    def make(**changes):
+        return replace(settings, **changes)
+    return make
+
+
+@pytest.fixture
+def redis_settings(settings):
+    """Settings with the machine's real Redis and a key prefix private to this test session.
+    Keys under the prefix are deleted afterwards (SCAN + DEL; never FLUSHDB/FLUSHALL)."""
+    import redis
+
+    s = replace(settings, redis_url=REDIS_TEST_URL, redis_prefix=REDIS_PREFIX,
+                events_stream=REDIS_PREFIX + "events")
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    yield s
+    for key in client.scan_iter(match=REDIS_PREFIX + "*", count=1000):
+        client.delete(key)
+    client.close()

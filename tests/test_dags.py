@@ -1,0 +1,94 @@
+"""The DAGs as Airflow sees them: they import cleanly and fast, and the hourly one runs for real."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, sides_equal
+
+HOURLY = "chat_consistency_hourly"
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"), bundle_name="chatsync-tests")
+
+
+def test_every_dag_file_imports_without_error_and_parses_fast(dagbag):
+    assert dagbag.import_errors == {}
+    files = sorted(Path(REPO / "dags").glob("*.py"))
+    assert files, "no DAG files found"
+    stats = {Path(s.file).name: s.duration for s in dagbag.dagbag_stats}
+    for f in files:
+        assert f.name in stats, f"{f.name} was not parsed"
+        assert stats[f.name] < timedelta(seconds=1), f"{f.name} took {stats[f.name]} to parse"
+        assert next(s for s in dagbag.dagbag_stats if Path(s.file).name == f.name).dag_num >= 1
+
+
+def test_dag_files_do_not_import_heavy_libraries():
+    # parse in a clean interpreter: Great Expectations and pandas must stay inside tasks
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; runpy.run_path(sys.argv[1]); "
+            "bad = [m for m in ('great_expectations', 'pandas') if m in sys.modules]; "
+            "print(','.join(bad))")
+    for f in sorted((REPO / "dags").glob("*.py")):
+        out = subprocess.run([sys.executable, "-c", code, str(f)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.strip() == "", f"{f.name} imports {out.stdout.strip()} at parse time"
+
+
+def test_hourly_dag_shape(dagbag):
+    dag = dagbag.get_dag(HOURLY)
+    assert dag is not None
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert set(dag.task_ids) == {"detect", "choose_path", "nothing_to_do", "too_many", "repair",
+                                 "validate", "record_metrics", "outcome"}
+    assert dag.get_task("choose_path").downstream_task_ids == {"nothing_to_do", "too_many", "repair"}
+    assert dag.get_task("detect").retries >= 1
+    assert dag.get_task("detect").retry_exponential_backoff
+
+
+def test_hourly_dag_end_to_end_repairs_simulated_drift(dagbag, db, clean_db, monkeypatch):
+    from chatsync.simulate import simulate
+
+    monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)
+    report = simulate(clean_db, rooms=100, members=50, drift=0.005, seed=21)
+    assert sides_equal(db)["participants"] > 0
+    dag = dagbag.get_dag(HOURLY)
+    t0 = time.perf_counter()
+    dag_run = dag.test(run_conf={"scope": "full"})
+    print(f"dag.test took {time.perf_counter() - t0:.1f}s")
+    assert dag_run.state == "success"
+    assert sides_equal(db) == {"rooms": 0, "participants": 0}
+    run = db.execute("SELECT run_id, status, counts, repaired, validation, step_durations, triggered_by "
+                     "FROM chatsync.runs WHERE kind = 'check' ORDER BY run_id DESC LIMIT 1").fetchone()
+    run_id, status, counts, repaired, validation, durations, triggered_by = run
+    assert status == "validated"
+    assert counts == report.injected
+    assert repaired == report.changed_keys
+    assert validation["passed"] is True
+    assert set(durations) >= {"detect", "repair", "validate"}
+    assert triggered_by.startswith("airflow:chat_consistency_hourly/")
+    metrics = dict(db.execute("SELECT name, count(*) FROM chatsync.metrics WHERE run_id = %s GROUP BY name",
+                              (run_id,)).fetchall())
+    assert metrics["inconsistencies_detected"] == 8
+    assert metrics["time_to_resolution_seconds"] >= 1
+    assert metrics["step_seconds"] >= 3
+
+
+def test_missing_connection_fails_at_once_without_retry(dagbag, clean_db, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_CHATSYNC_DB")
+    dag = dagbag.get_dag(HOURLY)
+    dag_run = dag.test(run_conf={"scope": "full"})
+    assert dag_run.state == "failed"
+    detect_ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "detect")
+    assert detect_ti.state == "failed"
+    assert detect_ti.try_number == 1  # a configuration error is not retried

@@ -1,0 +1,246 @@
+"""Detection and repair against the real Postgres: exact counts, re-checks, rollback, threshold."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from chatsync.diff import Scope, decide, detect
+from chatsync.engine import check
+from chatsync.repair import repair, rollback
+from chatsync.rules import KINDS
+from conftest import sides_equal
+
+# A hand-made case with every kind once or twice (see the comments for what each row is).
+SMALL_CASE = """
+INSERT INTO room.rooms (id, name, status, archived_at) VALUES
+  (1, 'one', 'LIVE', NULL), (2, 'two', 'ENDED', now()), (3, 'three', 'DRAFT', NULL);
+INSERT INTO chat.chat_rooms (room_id, status, is_public, chat_enabled, archived) VALUES
+  (1, 'LIVE', true, true, false),
+  (2, 'LIVE', true, true, false),      -- room_state_mismatch (status and archived: counts once)
+  (4, 'LIVE', true, true, false);      -- orphan_chat_room; room 3 is missing_chat_room
+INSERT INTO room.room_participants (room_id, user_id, role, permissions, banned_at) VALUES
+  (1, 10, 'OWNER', 7, NULL), (1, 11, 'MEMBER', 3, now()), (1, 12, 'MEMBER', 3, NULL),
+  (1, 14, 'SPEAKER', 5, NULL), (3, 30, 'OWNER', 7, NULL);
+INSERT INTO chat.chat_participants (room_id, user_id, role, permissions, banned) VALUES
+  (1, 10, 'OWNER', 7, false),
+  (1, 11, 'ADMIN', 3, false),          -- role_mismatch + ban_mismatch
+  (1, 13, 'MEMBER', 3, false),         -- orphan_participant; (1,12) and (3,30) are missing
+  (1, 14, 'SPEAKER', 1, false),        -- permissions_mismatch
+  (4, 40, 'OWNER', 1, false);          -- orphan_participant of the orphan chat room
+-- and 20 consistent members, so the run's 9 changes are not more rows than the tables have
+INSERT INTO room.room_participants (room_id, user_id, role, permissions)
+  SELECT 1, 100 + g, 'MEMBER', 3 FROM generate_series(1, 20) AS g;
+INSERT INTO chat.chat_participants (room_id, user_id, role, permissions, banned)
+  SELECT 1, 100 + g, 'MEMBER', 3, false FROM generate_series(1, 20) AS g;
+"""
+SMALL_COUNTS = {"missing_chat_room": 1, "orphan_chat_room": 1, "room_state_mismatch": 1,
+                "missing_participant": 2, "orphan_participant": 2, "role_mismatch": 1,
+                "permissions_mismatch": 1, "ban_mismatch": 1}
+
+
+def test_small_case_every_kind_detected_and_repaired(db, clean_db):
+    db.execute(SMALL_CASE)
+    found = detect(clean_db)
+    assert found.counts == SMALL_COUNTS
+    assert found.rows_to_change == 9  # 3 rooms + 6 participants
+    fixed = repair(clean_db, found.run_id)
+    assert fixed.by_action == {"insert": 3, "update": 3, "delete": 3}
+    assert sides_equal(db) == {"rooms": 0, "participants": 0}
+    audit = db.execute("SELECT count(*), count(*) FILTER (WHERE action = 'update' AND before IS NOT NULL "
+                       "AND after IS NOT NULL) FROM chatsync.repair_audit WHERE run_id = %s",
+                       (found.run_id,)).fetchone()
+    assert audit == (9, 3)
+    statuses = dict(db.execute("SELECT status, count(*) FROM chatsync.inconsistencies WHERE run_id = %s "
+                               "GROUP BY status", (found.run_id,)).fetchall())
+    assert statuses == {"repaired": sum(SMALL_COUNTS.values())}
+    # writes_frozen is chat-owned state: a created chat room starts unfrozen
+    assert db.execute("SELECT writes_frozen, archived FROM chat.chat_rooms WHERE room_id = 3").fetchone() == (False, False)
+    assert detect(clean_db).total == 0
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_simulated_drift_counts_match_simulator_exactly(db, clean_db, seed):
+    from chatsync.simulate import simulate
+
+    report = simulate(clean_db, rooms=60, members=30, drift=0.02, seed=seed)
+    assert all(report.injected[k] >= 1 for k in KINDS), report.injected
+    found = detect(clean_db)
+    assert found.counts == report.injected
+    repair(clean_db, found.run_id)
+    assert sides_equal(db) == {"rooms": 0, "participants": 0}
+    assert detect(clean_db).total == 0
+
+
+def test_rooms_scope_only_sees_those_rooms(db, clean_db):
+    db.execute(SMALL_CASE)
+    found = detect(clean_db, Scope("rooms", rooms=(3,)))
+    assert {k: v for k, v in found.counts.items() if v} == {"missing_chat_room": 1, "missing_participant": 1}
+    keys = detect(clean_db, Scope("keys", participants=((1, 11),)))
+    assert {k: v for k, v in keys.counts.items() if v} == {"role_mismatch": 1, "ban_mismatch": 1}
+
+
+def test_concurrent_write_between_detect_and_repair_is_not_overwritten(db, clean_db):
+    db.execute(SMALL_CASE)
+    found = detect(clean_db)
+    # the application changes (1,11) after detection: its write must survive the repair
+    db.execute("UPDATE chat.chat_participants SET role = 'MODERATOR', updated_at = now() "
+               "WHERE room_id = 1 AND user_id = 11")
+    # and fixes (1,14) itself
+    db.execute("UPDATE chat.chat_participants SET permissions = 5 WHERE room_id = 1 AND user_id = 14")
+    fixed = repair(clean_db, found.run_id)
+    assert db.execute("SELECT role, banned FROM chat.chat_participants WHERE room_id = 1 AND user_id = 11"
+                      ).fetchone() == ("MODERATOR", False)
+    assert fixed.by_action["update"] == 1  # only room 2; both participants were left alone
+    skipped = db.execute("SELECT DISTINCT room_id, user_id FROM chatsync.inconsistencies "
+                         "WHERE run_id = %s AND status = 'skipped' ORDER BY 1, 2", (found.run_id,)).fetchall()
+    assert skipped == [(1, 11), (1, 14)]
+    # the next pass sees (1,11) again, from its new state, and repairs it
+    again = detect(clean_db)
+    assert {k: v for k, v in again.counts.items() if v} == {"role_mismatch": 1, "ban_mismatch": 1}
+    repair(clean_db, again.run_id)
+    assert sides_equal(db) == {"rooms": 0, "participants": 0}
+    # (1,14)'s old finding was closed by the pass that no longer found it
+    assert db.execute("SELECT status FROM chatsync.inconsistencies WHERE run_id = %s AND room_id = 1 "
+                      "AND user_id = 14", (found.run_id,)).fetchone()[0] == "resolved"
+
+
+def test_write_committed_while_repair_waits_on_the_row_lock(db, clean_db):
+    """A real concurrent transaction: it holds the row while the repair starts, then commits."""
+    db.execute(SMALL_CASE)
+    found = detect(clean_db)
+    app = psycopg.connect(clean_db.database_url)
+    app.execute("UPDATE chat.chat_participants SET role = 'GUEST' WHERE room_id = 1 AND user_id = 11")
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(r=repair(clean_db, found.run_id)))
+    worker.start()
+    time.sleep(1.0)  # the repair is now blocked on the row lock
+    assert worker.is_alive()
+    app.commit()
+    app.close()
+    worker.join(30)
+    assert db.execute("SELECT role FROM chat.chat_participants WHERE room_id = 1 AND user_id = 11"
+                      ).fetchone()[0] == "GUEST"
+    assert result["r"].by_action["update"] == 2  # room 2 and (1,14); (1,11) skipped
+
+
+def test_rollback_restores_and_skips_rows_changed_since(db, clean_db):
+    db.execute(SMALL_CASE)
+    before = db.execute("SELECT * FROM chat.chat_participants ORDER BY 1, 2").fetchall()
+    found = detect(clean_db)
+    repair(clean_db, found.run_id)
+    # a later change to one repaired row: rollback must leave it and report it
+    db.execute("UPDATE chat.chat_participants SET permissions = 1023 WHERE room_id = 1 AND user_id = 12")
+    result = rollback(clean_db, found.run_id)
+    assert result.skipped == [{"entity": "participant", "action": "insert", "room_id": 1, "user_id": 12}]
+    assert result.restored == 8
+    after = db.execute("SELECT * FROM chat.chat_participants ORDER BY 1, 2").fetchall()
+    assert [r for r in after if r[:2] != (1, 12)] == before
+    assert db.execute("SELECT permissions FROM chat.chat_participants WHERE room_id = 1 AND user_id = 12"
+                      ).fetchone()[0] == 1023
+    counts = detect(clean_db).counts
+    assert counts == {**SMALL_COUNTS, "missing_participant": 1, "permissions_mismatch": 2}
+    with pytest.raises(Exception, match="already rolled back"):
+        rollback(clean_db, found.run_id)
+
+
+@pytest.fixture
+def lenient(clean_db, with_settings):
+    """The small case is 9 changes on 28 rows: far above 1 %, so lift the fraction limit."""
+    return with_settings(repair_max_fraction=1.0)
+
+
+def test_threshold_stops_repair(db, clean_db, with_settings):
+    db.execute(SMALL_CASE)
+    strict = with_settings(repair_max_changes=5, repair_max_fraction=1.0)
+    summary = check(strict, do_repair=True, do_validate=False)
+    assert summary.decision == "major" and summary.status == "major"
+    assert "exceed the repair limit 5" in summary.message
+    assert not summary.consistent
+    assert db.execute("SELECT count(*) FROM chatsync.repair_audit").fetchone()[0] == 0
+    assert sides_equal(db)["participants"] > 0
+    # fraction limit: 9 changes on 28 room-side rows is far above 1 %
+    assert decide(clean_db, detect(clean_db)).path == "major"
+
+
+def test_incremental_finds_recent_drift_and_full_finds_deletes(db, clean_db, lenient):
+    db.execute(SMALL_CASE)
+    first = check(lenient, Scope("full"), do_repair=True, do_validate=False,
+                  triggered_by="test")
+    assert first.remaining == 0
+    db.execute("UPDATE chatsync.runs SET detect_started_at = now() - interval '1 hour'")
+    # recent drift (updated_at moves) and a silent delete (no trace on either side)
+    db.execute("UPDATE chat.chat_participants SET role = 'GUEST', updated_at = now() WHERE user_id = 10")
+    db.execute("DELETE FROM chat.chat_participants WHERE user_id = 14")
+    db.execute("UPDATE room.room_participants SET updated_at = now() - interval '2 hours'")
+    db.execute("UPDATE chat.chat_participants SET updated_at = now() - interval '2 hours' WHERE user_id <> 10")
+    inc = detect(clean_db, Scope("incremental"))
+    assert inc.scope == "incremental"
+    assert {k: v for k, v in inc.counts.items() if v} == {"role_mismatch": 1}
+    full = detect(clean_db, Scope("full"))
+    assert {k: v for k, v in full.counts.items() if v} == {"role_mismatch": 1, "missing_participant": 1}
+
+
+def test_incremental_without_watermark_falls_back_to_full(db, clean_db):
+    db.execute(SMALL_CASE)
+    found = detect(clean_db, Scope("incremental"))
+    assert found.scope == "full" and found.counts == SMALL_COUNTS
+
+
+def test_concurrent_passes_are_refused(db, clean_db, lenient):
+    db.execute(SMALL_CASE)
+    from chatsync.engine import CHECK_LOCK
+    from chatsync.errors import ChatsyncError
+
+    holder = psycopg.connect(clean_db.database_url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", (CHECK_LOCK,))
+    try:
+        with pytest.raises(ChatsyncError, match="another consistency pass"):
+            check(lenient, do_repair=True, do_validate=False)
+    finally:
+        holder.close()
+    assert check(lenient, do_repair=True, do_validate=False).remaining == 0
+
+
+def test_repair_rerun_is_idempotent(db, clean_db):
+    db.execute(SMALL_CASE)
+    found = detect(clean_db)
+    first = repair(clean_db, found.run_id)
+    second = repair(clean_db, found.run_id)
+    assert first.repaired == 9 and second.repaired == 0
+    assert db.execute("SELECT count(*) FROM chatsync.repair_audit").fetchone()[0] == 9
+
+
+def test_two_repairs_of_one_run_at_once_apply_it_once(db, clean_db):
+    db.execute(SMALL_CASE)
+    found = detect(clean_db)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(repair(clean_db, found.run_id))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(r.repaired for r in results) == [0, 9]
+    assert db.execute("SELECT count(*) FROM chatsync.repair_audit").fetchone()[0] == 9
+    assert sides_equal(db) == {"rooms": 0, "participants": 0}
+
+
+def test_time_to_resolution_spans_runs(db, clean_db, lenient):
+    """A finding first seen by one run and repaired by a later one counts from the first sighting."""
+    db.execute(SMALL_CASE)
+    first = detect(clean_db)
+    db.execute("UPDATE chatsync.inconsistencies SET detected_at = detected_at - interval '1 hour' "
+               "WHERE run_id = %s", (first.run_id,))
+    second = detect(clean_db)
+    repair(clean_db, second.run_id)
+    from chatsync.metrics import record_run
+
+    ttr = record_run(clean_db, second.run_id)["time_to_resolution_seconds"]
+    assert ttr["count"] == sum(SMALL_COUNTS.values())
+    assert 3600 <= ttr["p50"] < 3700 and 3600 <= ttr["max"] < 3700
+    per_key = db.execute("SELECT count(*) FROM chatsync.resolution_times WHERE resolved_by_run = %s",
+                         (second.run_id,)).fetchone()[0]
+    assert per_key == sum(SMALL_COUNTS.values())

@@ -1,0 +1,45 @@
+"""Validation as the pipeline uses it: a deliberately broken repair is caught."""
+
+from __future__ import annotations
+
+import pytest
+from psycopg import sql
+
+from chatsync import engine
+from chatsync.diff import detect
+from chatsync.errors import ValidationFailed
+from chatsync.repair import repair
+from chatsync.sqlgen import EntitySQL
+from test_detect_repair import SMALL_CASE
+
+
+def lowercasing_set_from_room(self, r="r"):
+    """A plausible bug: the repair case-folds roles on their way to the chat side."""
+    sets = []
+    for f in self.entity.fields:
+        value = self.room_value(f, r)
+        if f.chat == "role":
+            value = sql.SQL("lower({})").format(value)
+        sets.append(sql.SQL("{} = {}").format(self.chat.col(f.chat), value))
+    return sql.SQL(", ").join(sets)
+
+
+def test_broken_repair_fails_validation(db, clean_db, monkeypatch):
+    db.execute(SMALL_CASE)
+    found = detect(clean_db)
+    with monkeypatch.context() as m:
+        m.setattr(EntitySQL, "set_from_room", lowercasing_set_from_room)
+        repair(clean_db, found.run_id)
+    assert db.execute("SELECT role FROM chat.chat_participants WHERE room_id = 1 AND user_id = 11"
+                      ).fetchone()[0] == "member"
+    with pytest.raises(ValidationFailed) as failure:
+        engine.validate_step(clean_db, found.run_id)
+    message = str(failure.value)
+    assert "expect_column_values_to_be_in_set" in message and "role" in message
+    run = db.execute("SELECT status, validation, error FROM chatsync.runs WHERE run_id = %s",
+                     (found.run_id,)).fetchone()
+    assert run[0] == "validation_failed"
+    failed = {(f["expectation"], f.get("column")) for f in run[1]["failed"]}
+    assert ("expect_column_values_to_be_in_set", "role") in failed
+    assert any(e == "expect_table_row_count_to_equal" for e, _ in failed), failed  # residual diff
+    assert run[1]["passed"] is False and "validation failed" in run[2]
