@@ -82,11 +82,17 @@ def _expectations(gx, entity, table) -> list:
 
 
 def _context(settings: Settings):
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no phoning home from a pipeline
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     root = Path(settings.gx_dir)
     root.mkdir(parents=True, exist_ok=True)
-    return gx, gx.get_context(mode="file", project_root_dir=str(root))
+    context = gx.get_context(mode="file", project_root_dir=str(root))
+    if context.variables.progress_bars is None or context.variables.progress_bars.globally:
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)  # task logs, not tty bars
+        context.variables.save()
+    return gx, context
 
 
 def build(settings: Settings):
