@@ -89,35 +89,69 @@ def _context(settings: Settings):
     root = Path(settings.gx_dir)
     root.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="file", project_root_dir=str(root))
-    if context.variables.progress_bars is None or context.variables.progress_bars.globally:
+    bars = context.variables.progress_bars
+    if bars is None or (bars.get("globally") if isinstance(bars, dict) else bars.globally):
         context.variables.progress_bars = ProgressBarsConfig(globally=False)  # task logs, not tty bars
         context.variables.save()
     return gx, context
 
 
+def _same_expectations(a, b) -> bool:
+    def key(suite):
+        return [(e["type"], e["kwargs"]) for e in suite.to_json_dict()["expectations"]]
+    return key(a) == key(b)
+
+
+def _asset(datasource, name: str, wanted: dict, add):
+    """The named asset, re-created only when its definition changed (keeps the committed ids)."""
+    if name in datasource.get_asset_names():
+        asset = datasource.get_asset(name)
+        if all(getattr(asset, k, None) == v for k, v in wanted.items()):
+            return asset
+        datasource.delete_asset(name)
+    return add(name=name, **wanted)
+
+
 def build(settings: Settings):
-    """(Re)write datasource, assets, suites, validation definitions and checkpoint from the rules."""
+    """Bring datasource, assets, suites, validation definitions and checkpoint in line with the
+    rules. Unchanged objects are kept as they are, so a run leaves the committed context alone."""
     from chatsync.diff import residual_query
 
     gx, context = _context(settings)
     mapping = load_mapping(settings.mapping_path)
-    datasource = context.data_sources.add_or_update_postgres(
-        name=DATASOURCE, connection_string="${" + CONNECTION_VARIABLE + "}")
+    connection = "${" + CONNECTION_VARIABLE + "}"
+    try:
+        datasource = context.data_sources.get(DATASOURCE)
+    except (KeyError, ValueError, LookupError):
+        datasource = context.data_sources.add_postgres(name=DATASOURCE, connection_string=connection)
     definitions = []
     for entity in ENTITIES:
         table = mapping[entity.chat_table]
-        for asset_name, expectations, make_asset in (
+        for asset_name, expectations, wanted, add in (
             (f"{entity.name}_chat_table", _expectations(gx, entity, table),
-             lambda n, t=table: datasource.add_table_asset(name=n, table_name=t.name, schema_name=t.schema)),
+             {"table_name": table.name, "schema_name": table.schema}, datasource.add_table_asset),
             (f"{entity.name}_residual_differences", [gx.expectations.ExpectTableRowCountToEqual(value=0)],
-             lambda n, e=entity: datasource.add_query_asset(name=n, query=residual_query(settings, e))),
+             {"query": residual_query(settings, entity)}, datasource.add_query_asset),
         ):
-            if asset_name in datasource.get_asset_names():
-                datasource.delete_asset(asset_name)
-            asset = make_asset(asset_name)
-            batch = asset.add_batch_definition_whole_table("whole_table")
-            suite = context.suites.add_or_update(gx.ExpectationSuite(name=asset_name, expectations=expectations))
-            definitions.append(context.validation_definitions.add_or_update(
+            asset = _asset(datasource, asset_name, wanted, add)
+            try:
+                batch = asset.get_batch_definition("whole_table")
+            except KeyError:
+                batch = asset.add_batch_definition_whole_table("whole_table")
+            suite = gx.ExpectationSuite(name=asset_name, expectations=expectations)
+            try:
+                stored = context.suites.get(asset_name)
+                suite = stored if _same_expectations(stored, suite) else context.suites.add_or_update(suite)
+            except gx.exceptions.DataContextError:
+                suite = context.suites.add(suite)
+            definition = None
+            try:
+                definition = context.validation_definitions.get(asset_name)
+                if definition.data.id != batch.id or definition.suite.id != suite.id:
+                    definition = None
+            except (gx.exceptions.DataContextError, ValueError, KeyError):
+                pass
+            definitions.append(definition or context.validation_definitions.add_or_update(
                 gx.ValidationDefinition(name=asset_name, data=batch, suite=suite)))
     checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
         name=CHECKPOINT, validation_definitions=definitions,
