@@ -109,7 +109,7 @@ def cmd_bench(args) -> tuple[int, dict]:
     from chatsync.bench import run_bench
 
     return EXIT_OK, run_bench(settings_for_cli(), participants=args.participants, drift=args.drift,
-                              seed=args.seed, skip_pandas=args.skip_pandas)
+                              seed=args.seed, skip_pandas=args.skip_pandas, repeat=args.repeat)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,12 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drift", type=_fraction, default=0.01)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--skip-pandas", action="store_true", help="leave out the pandas approach")
+    p.add_argument("--repeat", type=_positive_int, default=3, help="runs of each read step (median kept)")
     return parser
 
 
 def _print_human(command: str, summary: dict) -> None:
     if command == "demo":
         return  # the demo prints its own report
+    if command == "bench":
+        from chatsync.bench import format_table
+
+        print(format_table(summary))
+        if summary.get("saved_to"):
+            print(f"saved to {summary['saved_to']}")
+        return
     print(json.dumps(summary, indent=2, default=str))
 
 

@@ -38,6 +38,11 @@ class Settings:
     repair_max_fraction: float = 0.01
     repair_max_changes: int = 1000
     repair_batch_rows: int = 50_000
+    # Parallel connections for detect (big full/range scans split by room-id range: PostgreSQL
+    # cannot parallelise a FULL OUTER JOIN itself) and repair (batches). 0 = one per CPU, up to 8.
+    workers: int = 0
+    detect_parallel_min_rows: int = 250_000
+    repair_parallel_min_rows: int = 2_000
     # Incremental scope re-reads this much before the last watermark (commit lag, clock skew).
     incremental_overlap_seconds: int = 120
 
@@ -88,13 +93,18 @@ class Settings:
                 raise bad(name, "must be a positive whole number")
         if not 0 <= self.error_rate <= 1:
             raise bad("error_rate", "must be a fraction in [0, 1]")
-        if self.incremental_overlap_seconds < 0:
-            raise bad("incremental_overlap_seconds", "must not be negative")
+        for name in ("incremental_overlap_seconds", "workers", "detect_parallel_min_rows",
+                     "repair_parallel_min_rows"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must not be negative")
         if not self.ops_schema.isidentifier():
             raise bad("ops_schema", "must be a plain identifier")
         for name in ("mapping_path", "sql_dir"):
             if not Path(getattr(self, name)).exists():
                 raise bad(name, "no such file or directory")
+
+    def parallel_workers(self) -> int:
+        return self.workers or min(os.cpu_count() or 1, 8)
 
     def require_database(self) -> str:
         if not self.database_url:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -193,6 +194,70 @@ def detect(settings: Settings, scope: Scope = Scope(), *, triggered_by: str = "c
         raise
 
 
+def _insert_statement(settings: Settings, es: EntitySQL, scope: Scope) -> sql.Composed:
+    return sql_file(
+        settings, "detect_findings", **es.common(settings.ops_schema),
+        key_out=es.key_out(), kinds=es.kinds_array(), digest=es.chat_digest_or_null(),
+        room_filter=_side_filter(es, "room", scope), chat_filter=_side_filter(es, "chat", scope),
+        join_on=es.join_room_chat(), differs=es.differs())
+
+
+def _scan(conn, settings: Settings, es: EntitySQL, scope: Scope, params: dict) -> None:
+    """Run the detect INSERT for one scope on conn, inside its current transaction."""
+    whole_range = scope.kind in ("full", "range")
+    if whole_range:
+        # Both sides are indexed on the key: a merge full join streams them in key order, where
+        # a hash join spills a 1M-row hash to disk (measured: 0.39 s against 0.47 s at 1M rows).
+        conn.execute("SELECT set_config('enable_hashjoin', 'off', true), set_config('jit', 'off', true)")
+    conn.execute(_insert_statement(settings, es, scope), params)
+    if whole_range:
+        conn.execute("SELECT set_config('enable_hashjoin', 'on', true), set_config('jit', 'on', true)")
+
+
+def _split(conn, es: EntitySQL, scope: Scope, parts: int) -> list[Scope]:
+    """Even room-id ranges covering the scope (full: every room id on either side)."""
+    if scope.kind == "range":
+        lo, hi = scope.room_range
+    else:
+        lo, hi = conn.execute(J(
+            "SELECT least((SELECT min({rk}) FROM {room}), (SELECT min({ck}) FROM {chat})), "
+            "greatest((SELECT max({rk}) FROM {room}), (SELECT max({ck}) FROM {chat})) + 1").format(
+            rk=es.room_scope_col("room"), ck=es.room_scope_col("chat"),
+            room=es.room.ident, chat=es.chat.ident)).fetchone()
+        if lo is None:
+            return []
+    bounds = sorted({lo + (hi - lo) * i // parts for i in range(parts)} | {hi})
+    if scope.kind == "full":  # ids appearing after the bounds were read still fall in a range
+        bounds[0], bounds[-1] = -2**63, 2**63 - 1
+    return [Scope("range", room_range=(a, b)) for a, b in zip(bounds, bounds[1:])]
+
+
+def _estimated_rows(conn, es: EntitySQL) -> int:
+    return max(conn.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                            (es.room.qualified,)).fetchone()[0] or 0, 0)
+
+
+def _parallel_ranges(conn, settings: Settings, es: EntitySQL, scope: Scope) -> list[Scope]:
+    """The ranges to scan on parallel connections, or [] to scan in the main transaction."""
+    workers = settings.parallel_workers()
+    if (scope.kind not in ("full", "range") or workers < 2
+            or _estimated_rows(conn, es) < settings.detect_parallel_min_rows):
+        return []
+    return _split(conn, es, scope, workers)
+
+
+def _insert_in_parallel(settings: Settings, es: EntitySQL, ranges: list[Scope], run_id: int) -> None:
+    """Each range on its own connection, committed on its own; the run's status says whether
+    the set is complete, and a failed attempt's findings are deleted before the next."""
+    def one(part: Scope) -> None:
+        with connection(settings, application_name="chatsync detect") as conn:
+            _scan(conn, settings, es, part, _bind(part, run_id, es.entity))
+
+    with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="detect") as pool:
+        for future in [pool.submit(one, part) for part in ranges]:
+            future.result()
+
+
 def _detect_once(conn, settings: Settings, scope: Scope, run_id: int, t0: float) -> DetectResult:
     ops = settings.ops_schema
     effective = scope
@@ -208,6 +273,7 @@ def _detect_once(conn, settings: Settings, scope: Scope, run_id: int, t0: float)
                 effective = Scope("full")
             else:
                 since = watermark - timedelta(seconds=settings.incremental_overlap_seconds)
+    with conn.transaction():
         if effective.kind in ("incremental", "keys"):
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_scope_keys "
                          "(room_id bigint NOT NULL, user_id bigint) ON COMMIT DROP")
@@ -217,15 +283,16 @@ def _detect_once(conn, settings: Settings, scope: Scope, run_id: int, t0: float)
             if effective.kind in ("incremental", "keys"):
                 _fill_scope_keys(conn, settings, es, effective, since)
             params = _bind(effective, run_id, es.entity)
-            conn.execute(sql_file(
-                settings, "detect_findings", **es.common(ops),
-                key_out=es.key_out(), kinds=es.kinds_array(), digest=es.chat_digest_or_null(),
-                room_filter=_side_filter(es, "room", effective),
-                chat_filter=_side_filter(es, "chat", effective),
-                join_on=es.join_room_chat(), differs=es.differs()), params)
+            ranges = _parallel_ranges(conn, settings, es, effective)
+            if ranges:
+                _insert_in_parallel(settings, es, ranges, run_id)
+            else:
+                _scan(conn, settings, es, effective, params)
             conn.execute(sql_file(settings, "close_vanished_findings", **es.common(ops),
                                   in_scope=_findings_in_scope(es, effective)), params)
             durations[es.entity.name] = round(time.perf_counter() - t_entity, 4)
+            if ranges:
+                log.info("run %s: %s scanned in %d parallel ranges", run_id, es.entity.name, len(ranges))
         counts = {k: 0 for k in KINDS}
         for kind, n in conn.execute(J("SELECT kind, count(*) FROM {}.inconsistencies WHERE run_id = %s "
                                       "GROUP BY kind").format(sql.Identifier(ops)), (run_id,)):
@@ -247,6 +314,9 @@ def _detect_once(conn, settings: Settings, scope: Scope, run_id: int, t0: float)
 def _mark_failed(settings: Settings, run_id: int, error: str) -> None:
     try:
         with connection(settings) as conn:
+            # a failed detect leaves no partial findings behind (parallel ranges commit early)
+            conn.execute(J("DELETE FROM {}.inconsistencies WHERE run_id = %s").format(
+                sql.Identifier(settings.ops_schema)), (run_id,))
             runs.update(conn, settings.ops_schema, run_id, status="failed", error=error[:2000],
                         finished_at=datetime.now().astimezone())
             conn.commit()

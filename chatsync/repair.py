@@ -1,7 +1,7 @@
 """Repair: make the chat side equal to the room side for a run's findings, with a receipt.
 
 Each batch (a room-id range holding at most ``repair_batch_rows`` findings) is one transaction:
-all its statements commit together or not at all. Every changed row gets an audit row with its
+all its statements commit together or not at all; batches run on parallel connections. Every changed row gets an audit row with its
 before/after image; every statement re-checks the difference itself, so a chat row changed by the
 application between detect and repair is skipped, never overwritten. Rollback restores a run's
 before-images, skipping rows changed since.
@@ -10,7 +10,10 @@ before-images, skipping rows changed since.
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -25,7 +28,7 @@ from chatsync.sqlgen import EntitySQL
 
 log = logging.getLogger("chatsync.repair")
 J = sql.SQL
-# One repairer at a time per ops schema (CLI and Airflow alike): batches serialise on it.
+# One repair or rollback at a time per database (CLI and Airflow alike).
 REPAIR_LOCK = 0x63687265706169  # "chrepai"
 _ROOM_ID_MAX = 2**63 - 1
 
@@ -45,15 +48,20 @@ class RepairResult:
 
 
 def _batches(conn, settings: Settings, run_id: int) -> list[tuple[int, int]]:
-    """Room-id ranges [lo, hi) each holding at most repair_batch_rows open findings."""
+    """Room-id ranges [lo, hi) each holding at most repair_batch_rows open findings; enough of
+    them to keep every worker busy once the run has repair_parallel_min_rows findings or more."""
     rows = conn.execute(J(
         "SELECT room_id, count(*) FROM {}.inconsistencies WHERE run_id = %s AND status = 'open' "
         "GROUP BY room_id ORDER BY room_id").format(sql.Identifier(settings.ops_schema)), (run_id,)).fetchall()
+    total = sum(n for _, n in rows)
+    per_batch = settings.repair_batch_rows
+    if total >= settings.repair_parallel_min_rows:
+        per_batch = min(per_batch, math.ceil(total / settings.parallel_workers()))
     ranges, lo, size = [], None, 0
     for room_id, n in rows:
         if lo is None:
             lo = room_id
-        elif size + n > settings.repair_batch_rows:
+        elif size + n > per_batch:
             ranges.append((lo, room_id))
             lo, size = room_id, 0
         size += n
@@ -96,53 +104,66 @@ def _plan(settings: Settings) -> list[tuple[EntitySQL, str]]:
     return order
 
 
+def _repair_batch(settings: Settings, statements, plan, run_id: int, lo: int, hi: int) -> tuple[dict[str, int], int]:
+    """One batch in one transaction: every action for the rooms in [lo, hi), then the findings."""
+    counts = {"insert": 0, "update": 0, "delete": 0}
+    with connection(settings, application_name="chatsync repair") as conn, conn.transaction():
+        for es, action in plan:
+            e = es.entity
+            params = {"run_id": run_id, "room_lo": lo, "room_hi": hi,
+                      "missing_kind": e.missing_kind, "orphan_kind": e.orphan_kind,
+                      "mismatch_kinds": list(e.mismatch_kinds), "kinds": list(e.kinds)}
+            counts[action] += max(conn.execute(statements[e.name][action], params).rowcount, 0)
+        skipped = 0
+        for es in entity_sql(settings):
+            params = {"run_id": run_id, "room_lo": lo, "room_hi": hi, "kinds": list(es.entity.kinds)}
+            skipped += max(conn.execute(statements[es.entity.name]["mark"], params).rowcount, 0)
+    return counts, skipped
+
+
 def repair(settings: Settings, run_id: int) -> RepairResult:
-    """Repair every open finding of the run, batch by batch. Rerunning resumes where it stopped."""
+    """Repair every open finding of the run, batch by batch. Rerunning resumes where it stopped.
+
+    The batches (disjoint room ranges, one transaction each) run on parallel connections while
+    this session holds the repair lock, so no other repair or rollback interleaves with them.
+    """
     ops = settings.ops_schema
     t0 = time.perf_counter()
     result = RepairResult(run_id)
     statements = {es.entity.name: _statements(settings, es) for es in entity_sql(settings)}
     plan = _plan(settings)
-    with connection(settings) as conn:
+    with connection(settings, autocommit=True) as conn:
         run = runs.get(conn, ops, run_id)
         if run is None:
             raise ConfigError(f"run {run_id} does not exist")
         if run["status"] not in ("detected", "repairing", "major", "repaired", "validation_failed"):
             raise ConfigError(f"run {run_id} is {run['status']}: only a detected run can be repaired")
+        conn.execute("SELECT pg_advisory_lock(%s)", (REPAIR_LOCK,))  # released when conn closes
         runs.update(conn, ops, run_id, status="repairing")
-        conn.commit()
         batches = _batches(conn, settings, run_id)
-        conn.commit()
+        workers = max(1, min(settings.parallel_workers(), len(batches)))
 
-    for i, (lo, hi) in enumerate(batches, 1):
-        def one_batch(lo=lo, hi=hi) -> tuple[dict[str, int], int]:
-            counts = {"insert": 0, "update": 0, "delete": 0}
-            with connection(settings) as conn, conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (REPAIR_LOCK,))
-                for es, action in plan:
-                    e = es.entity
-                    params = {"run_id": run_id, "room_lo": lo, "room_hi": hi,
-                              "missing_kind": e.missing_kind, "orphan_kind": e.orphan_kind,
-                              "mismatch_kinds": list(e.mismatch_kinds), "kinds": list(e.kinds)}
-                    cur = conn.execute(statements[e.name][action], params)
-                    counts[action] += max(cur.rowcount, 0)
-                skipped = 0
-                for es in entity_sql(settings):
-                    params = {"run_id": run_id, "room_lo": lo, "room_hi": hi, "kinds": list(es.entity.kinds)}
-                    skipped += max(conn.execute(statements[es.entity.name]["mark"], params).rowcount, 0)
-            return counts, skipped
+        def one_batch(i: int, lo: int, hi: int) -> None:
+            counts, skipped = with_retry(lambda: _repair_batch(settings, statements, plan, run_id, lo, hi),
+                                         settings, f"repair run {run_id} batch {i}/{len(batches)}")
+            with progress:
+                for action, n in counts.items():
+                    result.by_action[action] += n
+                result.repaired += sum(counts.values())
+                result.skipped += skipped
+                result.batches += 1
+                done = result.batches
+            log.info("run %s: repair batch %d/%d done (%d/%d; rooms %s..%s) changed %s, skipped %d findings",
+                     run_id, i, len(batches), done, len(batches), lo, hi if hi != _ROOM_ID_MAX else "end",
+                     counts, skipped)
 
-        counts, skipped = with_retry(one_batch, settings, f"repair run {run_id} batch {i}/{len(batches)}")
-        for action, n in counts.items():
-            result.by_action[action] += n
-        result.repaired += sum(counts.values())
-        result.skipped += skipped
-        result.batches += 1
-        log.info("run %s: repair batch %d/%d (rooms %s..%s) changed %s, skipped %d findings",
-                 run_id, i, len(batches), lo, hi if hi != _ROOM_ID_MAX else "end", counts, skipped)
+        progress = threading.Lock()
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="repair") as pool:
+            futures = [pool.submit(one_batch, i, lo, hi) for i, (lo, hi) in enumerate(batches, 1)]
+            for future in futures:
+                future.result()  # the first failure is raised; committed batches stay (resumable)
 
-    result.seconds = time.perf_counter() - t0
-    with connection(settings) as conn:
+        result.seconds = time.perf_counter() - t0
         totals = conn.execute(J(
             "SELECT count(*) FILTER (WHERE rolled_back_by IS NULL), "
             "(SELECT count(*) FROM {ops}.inconsistencies WHERE run_id = %(r)s AND status = 'skipped') "
@@ -151,9 +172,8 @@ def repair(settings: Settings, run_id: int) -> RepairResult:
         # totals over the whole run, so a resumed repair reports what the run did in all
         runs.update(conn, ops, run_id, status="repaired", repaired=totals[0], skipped=totals[1])
         runs.add_step_duration(conn, ops, run_id, "repair", result.seconds)
-        conn.commit()
-    log.info("run %s: repaired %d rows (%s), %d findings skipped, in %.3fs", run_id, result.repaired,
-             result.by_action, result.skipped, result.seconds)
+    log.info("run %s: repaired %d rows (%s), %d findings skipped, %d batches on %d connections, in %.3fs",
+             run_id, result.repaired, result.by_action, result.skipped, result.batches, workers, result.seconds)
     return result
 
 

@@ -75,6 +75,25 @@ def test_simulated_drift_counts_match_simulator_exactly(db, clean_db, seed):
     assert detect(clean_db).total == 0
 
 
+def test_parallel_ranges_and_batches_find_and_fix_exactly_the_same(db, clean_db, with_settings, caplog):
+    from chatsync.simulate import simulate
+
+    parallel = with_settings(workers=3, detect_parallel_min_rows=0, repair_parallel_min_rows=1)
+    report = simulate(parallel, rooms=90, members=20, drift=0.03, seed=5)
+    serial = detect(with_settings(workers=1))
+    with caplog.at_level("INFO", logger="chatsync.diff"):
+        found = detect(parallel)
+    assert "participant scanned in 3 parallel ranges" in caplog.text
+    assert found.counts == serial.counts == report.injected
+    assert found.rows_to_change == serial.rows_to_change == report.changed_keys
+    fixed = repair(with_settings(workers=3, repair_parallel_min_rows=1, repair_max_fraction=1.0), found.run_id)
+    assert fixed.batches >= 3 and fixed.repaired == report.changed_keys
+    assert db.execute("SELECT count(*) FROM chatsync.repair_audit WHERE run_id = %s",
+                      (found.run_id,)).fetchone()[0] == report.changed_keys
+    assert sides_equal(db) == {"rooms": 0, "participants": 0}
+    assert detect(parallel).total == 0
+
+
 def test_rooms_scope_only_sees_those_rooms(db, clean_db):
     db.execute(SMALL_CASE)
     found = detect(clean_db, Scope("rooms", rooms=(3,)))

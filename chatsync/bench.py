@@ -1,0 +1,369 @@
+"""``chatsync bench``: chatsync's detect and repair against the baselines, measured in one run.
+
+On a scratch database (created on the configured server, dropped at the end) the simulator
+builds the reference schema with N participants and the given drift. Then, each in a fresh
+child process so that its peak memory is its own:
+
+  floor    ``count(*)`` of both participant tables (reading the data once, nothing compared)
+  foj      the bare FULL OUTER JOIN diff query, differing keys fetched
+  pandas   both tables read with ``pd.read_sql`` (SQLAlchemy), outer merge, compare
+  pandas_copy  the same with the fastest load there is (COPY ... CSV into ``read_csv``)
+  detect   chatsync's detect, scope full (both entities, findings stored by kind)
+  bare_repair  the same changes as one plain INSERT/UPDATE/DELETE, no audit (rolled back)
+  repair   chatsync's repair of the detect run: batches, row locks, re-check, audit, bookkeeping
+
+Read-only steps are repeated (``--repeat``) and the median is kept; memory is the child's peak
+RSS, and "work" memory is that peak minus the child's RSS once its imports are done.
+Postgres' own memory is not counted for anyone (it is bounded by ``work_mem`` for all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from chatsync.config import REPO_ROOT, Settings
+from chatsync.errors import ConfigError
+
+log = logging.getLogger("chatsync.bench")
+MEMBERS_PER_ROOM = 50
+TARGETS = {  # issue 3: the goals the benchmark checks
+    "detect_vs_foj_max": 1.5,
+    "pandas_vs_detect_time_min": 10.0,
+    "pandas_vs_detect_memory_min": 20.0,
+    "repair_rows_per_second_min": 50_000,
+}
+STEP_TIMEOUT_SECONDS = 3600
+WORK_MB_RESOLUTION = 1.0
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _median_time(fn, repeat: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+# -- steps (run in a child process) -----------------------------------------------------------
+
+def _step_floor(settings: Settings, repeat: int, **_) -> dict:
+    from chatsync.db import connection, sql_file
+
+    with connection(settings) as conn:
+        query = sql_file(settings, "bench_floor_count")
+        seconds, rows = _median_time(lambda: conn.execute(query).fetchone()[0], repeat)
+    return {"seconds": seconds, "rows": rows}
+
+
+def _step_foj(settings: Settings, repeat: int, **_) -> dict:
+    from chatsync.db import connection, sql_file
+
+    with connection(settings) as conn:
+        query = sql_file(settings, "bench_bare_full_outer_join")
+        seconds, rows = _median_time(lambda: len(conn.execute(query).fetchall()), repeat)
+    return {"seconds": seconds, "rows": rows}
+
+
+def _pandas_diff(room, chat) -> int:
+    merged = room.merge(chat, on=["room_id", "user_id"], how="outer", suffixes=("_r", "_c"), indicator=True)
+    differs = merged["_merge"] != "both"
+    for column in ("role", "permissions", "banned"):
+        differs |= merged[f"{column}_r"].ne(merged[f"{column}_c"])
+    return int(differs.sum())
+
+
+def _step_pandas(settings: Settings, repeat: int, **_) -> dict:
+    """What a data engineer writes first: pd.read_sql of both tables, outer merge, compare."""
+    import pandas as pd
+    import sqlalchemy
+
+    from chatsync.validate import sqlalchemy_url
+
+    base = _rss_mb()
+    engine = sqlalchemy.create_engine(sqlalchemy_url(settings.require_database()))
+
+    def run() -> int:
+        with engine.connect() as conn:
+            room = pd.read_sql(sqlalchemy.text(_pandas_query(settings, "bench_pandas_room_side")), conn)
+            chat = pd.read_sql(sqlalchemy.text(_pandas_query(settings, "bench_pandas_chat_side")), conn)
+        return _pandas_diff(room, chat)
+
+    seconds, rows = _median_time(run, repeat)
+    engine.dispose()
+    return {"seconds": seconds, "rows": rows, "baseline_rss_mb": base}
+
+
+def _step_pandas_copy(settings: Settings, repeat: int, **_) -> dict:
+    """pandas with the fastest load there is: COPY ... CSV into read_csv."""
+    import io
+
+    import pandas as pd
+
+    from chatsync.db import connection
+
+    base = _rss_mb()
+
+    def read(conn, name: str) -> "pd.DataFrame":
+        buffer = io.BytesIO()
+        query = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(
+            sql.SQL(_pandas_query(settings, name)))
+        with conn.cursor().copy(query) as copy:
+            for chunk in copy:
+                buffer.write(chunk)
+        buffer.seek(0)
+        return pd.read_csv(buffer)
+
+    def run() -> int:
+        with connection(settings) as conn:
+            room, chat = read(conn, "bench_pandas_room_side"), read(conn, "bench_pandas_chat_side")
+        return _pandas_diff(room, chat)
+
+    seconds, rows = _median_time(run, repeat)
+    return {"seconds": seconds, "rows": rows, "baseline_rss_mb": base}
+
+
+def _pandas_query(settings: Settings, name: str) -> str:
+    from chatsync.db import sql_file
+
+    return sql_file(settings, name).as_string(None).strip().rstrip(";")
+
+
+def _step_detect(settings: Settings, repeat: int, **_) -> dict:
+    from chatsync.db import connection
+    from chatsync.diff import Scope, detect
+
+    run_ids: list[int] = []
+
+    def once():
+        result = detect(settings, Scope("full"), triggered_by="bench")
+        run_ids.append(result.run_id)
+        return result
+
+    seconds, result = _median_time(once, repeat)
+    with connection(settings) as conn:  # the repair step meets one run's findings, not `repeat` runs'
+        conn.execute(sql.SQL("DELETE FROM {}.runs WHERE run_id = ANY(%s)").format(
+            sql.Identifier(settings.ops_schema)), (run_ids[:-1],))
+    return {"seconds": seconds, "rows": result.total, "run_id": result.run_id,
+            "rows_to_change": result.rows_to_change, "counts": result.counts}
+
+
+def _step_bare_repair(settings: Settings, run_id: int, **_) -> dict:
+    from chatsync.db import connection, sql_file
+
+    with connection(settings, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")  # both write steps start from the same clean buffers
+    with connection(settings) as conn:
+        t0 = time.perf_counter()
+        rows = conn.execute(sql_file(settings, "bench_bare_repair", ops=sql.Identifier(settings.ops_schema)),
+                            {"run_id": run_id}).fetchone()[0]
+        seconds = time.perf_counter() - t0
+        conn.rollback()  # leave the drift for chatsync's repair
+    with connection(settings, autocommit=True) as conn:
+        conn.execute("VACUUM chat.chat_participants, chat.chat_rooms")  # no dead rows left for it
+    return {"seconds": seconds, "rows": rows}
+
+
+def _step_repair(settings: Settings, run_id: int, **_) -> dict:
+    from chatsync.db import connection
+    from chatsync.repair import repair
+
+    with connection(settings, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    result = repair(settings, run_id)
+    return {"seconds": result.seconds, "rows": result.repaired, "by_action": result.by_action,
+            "batches": result.batches}
+
+
+STEPS = {"floor": _step_floor, "foj": _step_foj, "pandas": _step_pandas, "pandas_copy": _step_pandas_copy,
+         "detect": _step_detect,
+         "bare_repair": _step_bare_repair, "repair": _step_repair}
+
+
+def _child_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="python -m chatsync.bench")
+    p.add_argument("step", choices=sorted(STEPS))
+    p.add_argument("--database-url", required=True)
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--run-id", type=int)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    settings = _bench_settings(Settings.from_env(), args.database_url)
+    import chatsync.db, chatsync.diff, chatsync.repair  # noqa: E401,F401 - counted in the baseline
+    base = _rss_mb()
+    out = STEPS[args.step](settings, repeat=args.repeat, run_id=args.run_id)
+    out.setdefault("baseline_rss_mb", base)
+    out["peak_rss_mb"] = _rss_mb()
+    # ru_maxrss moves in pages and allocator arenas: below 1 MB the growth is noise
+    out["work_mb"] = max(out["peak_rss_mb"] - out["baseline_rss_mb"], WORK_MB_RESOLUTION)
+    print(json.dumps(out, default=str))
+
+
+# -- orchestration ----------------------------------------------------------------------------
+
+def _bench_settings(settings: Settings, url: str) -> Settings:
+    # the benchmark repairs everything it finds: no major-inconsistency stop
+    return replace(settings, database_url=url, repair_max_fraction=1.0, repair_max_changes=2**62)
+
+
+def _run_child(step: str, url: str, repeat: int = 1, run_id: int | None = None) -> dict:
+    cmd = [sys.executable, "-m", "chatsync.bench", step, "--database-url", url, "--repeat", str(repeat)]
+    if run_id is not None:
+        cmd += ["--run-id", str(run_id)]
+    log.info("bench: %s (x%d)", step, repeat)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=STEP_TIMEOUT_SECONDS)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark step {step} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _scratch_database(url: str, name: str) -> str:
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.Error as exc:
+        raise ConfigError(f"the benchmark needs to create a scratch database {name!r} on the "
+                          f"configured server: {str(exc).strip()}") from exc
+    return psycopg.conninfo.make_conninfo(url, dbname=name)
+
+
+def _drop_database(url: str, name: str) -> None:
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def run_bench(settings: Settings, participants: int, drift: float, seed: int = 42,
+              skip_pandas: bool = False, repeat: int = 3, keep: bool = False) -> dict:
+    from chatsync.migrations import migrate
+    from chatsync.simulate import simulate
+
+    server_url = settings.require_database()
+    name = f"chatsync_bench_{os.getpid()}"
+    url = _scratch_database(server_url, name)
+    started = time.perf_counter()
+    try:
+        bench = _bench_settings(settings, url)
+        migrate(bench, reference_schema=True)
+        rooms = max(participants // MEMBERS_PER_ROOM, 1)
+        report = simulate(bench, rooms=rooms, members=MEMBERS_PER_ROOM, drift=drift, seed=seed)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")  # visibility map and statistics as in a settled database
+            server = conn.execute("SHOW server_version").fetchone()[0]
+        _run_child("floor", url, repeat=1)  # warm the cache once, untimed
+        results = {"floor": _run_child("floor", url, repeat), "foj": _run_child("foj", url, repeat)}
+        if not skip_pandas:
+            results["pandas"] = _run_child("pandas", url, 1)
+            results["pandas_copy"] = _run_child("pandas_copy", url, 1)
+        results["detect"] = _run_child("detect", url, repeat)
+        results["bare_repair"] = _run_child("bare_repair", url, run_id=results["detect"]["run_id"])
+        results["repair"] = _run_child("repair", url, run_id=results["detect"]["run_id"])
+    finally:
+        if not keep:
+            _drop_database(server_url, name)
+    out = {
+        "participants": report.participants, "rooms": report.rooms, "drift": drift, "seed": seed,
+        "scratch_database": name, "kept": keep,
+        "injected": report.injected, "postgres": server, "repeat": repeat,
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "steps": results, "ratios": _ratios(results), "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    out["targets"] = _verdicts(out["ratios"])
+    _save(out)
+    log.info("bench: done in %.0fs", out["total_seconds"])
+    return out
+
+
+def _ratios(r: dict) -> dict:
+    def div(a, b):
+        return round(a / b, 2) if a is not None and b else None
+
+    repair, bare = r["repair"], r["bare_repair"]
+    pandas = r.get("pandas", {})
+    return {
+        "foj_vs_floor": div(r["foj"]["seconds"], r["floor"]["seconds"]),
+        "detect_vs_floor": div(r["detect"]["seconds"], r["floor"]["seconds"]),
+        "detect_vs_foj": div(r["detect"]["seconds"], r["foj"]["seconds"]),
+        "pandas_vs_detect_time": div(pandas.get("seconds"), r["detect"]["seconds"]),
+        "pandas_vs_detect_peak_memory": div(pandas.get("peak_rss_mb"), r["detect"]["peak_rss_mb"]),
+        "pandas_vs_detect_work_memory": div(pandas.get("work_mb"), r["detect"]["work_mb"]),
+        "pandas_copy_vs_detect_time": div(r.get("pandas_copy", {}).get("seconds"), r["detect"]["seconds"]),
+        "pandas_copy_vs_detect_peak_memory": div(r.get("pandas_copy", {}).get("peak_rss_mb"),
+                                                 r["detect"]["peak_rss_mb"]),
+        "repair_rows_per_second": round(repair["rows"] / repair["seconds"]) if repair["seconds"] else None,
+        "bare_repair_rows_per_second": round(bare["rows"] / bare["seconds"]) if bare["seconds"] else None,
+        "repair_vs_bare_repair": div(repair["seconds"], bare["seconds"]),
+    }
+
+
+def _verdicts(ratios: dict) -> dict:
+    def check(value, ok) -> str:
+        return "n/a" if value is None else ("PASS" if ok(value) else "MISS")
+
+    return {
+        "detect within 1.5x of bare FULL OUTER JOIN":
+            check(ratios["detect_vs_foj"], lambda v: v <= TARGETS["detect_vs_foj_max"]),
+        "detect >= 10x faster than pandas":
+            check(ratios["pandas_vs_detect_time"], lambda v: v >= TARGETS["pandas_vs_detect_time_min"]),
+        "detect >= 20x less memory than pandas (peak RSS)":
+            check(ratios["pandas_vs_detect_peak_memory"], lambda v: v >= TARGETS["pandas_vs_detect_memory_min"]),
+        "detect >= 20x less memory than pandas (work memory)":
+            check(ratios["pandas_vs_detect_work_memory"], lambda v: v >= TARGETS["pandas_vs_detect_memory_min"]),
+        "repair with audit >= 50,000 rows/s":
+            check(ratios["repair_rows_per_second"], lambda v: v >= TARGETS["repair_rows_per_second_min"]),
+    }
+
+
+LABELS = {"floor": "(a) count(*) both tables (floor)", "foj": "(b) bare FULL OUTER JOIN",
+          "pandas": "(c) pandas read_sql + merge", "pandas_copy": "    pandas COPY+read_csv + merge",
+          "detect": "(d) chatsync detect (full)",
+          "bare_repair": "    bare INSERT/UPDATE/DELETE (floor)", "repair": "(e) chatsync repair + audit"}
+
+
+def format_table(out: dict) -> str:
+    lines = [f"chatsync bench: {out['participants']:,} participants, {out['rooms']:,} rooms, drift "
+             f"{out['drift']}, PostgreSQL {out['postgres']}, median of {out['repeat']} for reads",
+             f"{'step':38} {'seconds':>9} {'rows':>10} {'peak RSS MB':>12} {'work MB':>8}"]
+    for key, label in LABELS.items():
+        s = out["steps"].get(key)
+        if s:
+            lines.append(f"{label:38} {s['seconds']:9.3f} {s['rows']:>10,} {s['peak_rss_mb']:12.1f} "
+                         f"{s['work_mb']:8.1f}")
+    lines.append("ratios:")
+    lines += [f"  {k:32} {v}" for k, v in out["ratios"].items()]
+    lines.append("targets:")
+    lines += [f"  {v:5} {k}" for k, v in out["targets"].items()]
+    return "\n".join(lines)
+
+
+def _save(out: dict) -> None:
+    folder = REPO_ROOT / "benchmarks" / "results"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"bench_{out['participants']}_{datetime.now():%Y%m%dT%H%M%S}.json"
+        path.write_text(json.dumps(out, indent=2, default=str))
+        out["saved_to"] = str(path)
+    except OSError as exc:  # a read-only checkout still prints its numbers
+        log.warning("could not save the benchmark result: %s", exc)
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1:])

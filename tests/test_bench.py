@@ -1,0 +1,36 @@
+"""`chatsync bench` at a tiny size: every approach runs, they agree on the data, nothing is left."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+
+from test_cli import run
+
+
+def test_bench_runs_every_step_and_cleans_up(settings):
+    code, out, err = run(settings, "bench", "--participants", "3000", "--drift", "0.02",
+                         "--repeat", "1", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    steps = result["steps"]
+    assert set(steps) == {"floor", "foj", "pandas", "pandas_copy", "detect", "bare_repair", "repair"}
+    injected = result["injected"]
+    participant_kinds = ("missing_participant", "orphan_participant", "role_mismatch",
+                         "permissions_mismatch", "ban_mismatch")
+    assert steps["floor"]["rows"] >= 2 * 3000 * 0.9
+    # the three participant diffs agree; the bare FULL OUTER JOIN counts keys, not (key, kind)
+    assert steps["foj"]["rows"] == steps["pandas"]["rows"] == steps["pandas_copy"]["rows"]
+    assert steps["detect"]["counts"] == injected
+    assert steps["detect"]["rows"] == sum(injected.values())
+    assert steps["foj"]["rows"] <= sum(injected[k] for k in participant_kinds)
+    # the floor and chatsync's repair change the same rows
+    assert steps["bare_repair"]["rows"] == steps["repair"]["rows"] == steps["detect"]["rows_to_change"]
+    for step in steps.values():
+        assert step["seconds"] > 0 and step["peak_rss_mb"] > 0
+    assert set(result["targets"].values()) <= {"PASS", "MISS"}
+    assert result["ratios"]["detect_vs_foj"] > 0
+    with psycopg.connect(settings.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
+                            (result["scratch_database"],)).fetchone()[0] == 0
