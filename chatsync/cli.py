@@ -105,6 +105,47 @@ def cmd_demo(args) -> tuple[int, dict]:
     return run_demo(rooms=args.rooms, members=args.members, drift=args.drift, seed=args.seed)
 
 
+def cmd_worker(args) -> tuple[int, dict]:
+    import signal
+
+    from chatsync.worker import Worker
+
+    worker = Worker(settings_for_cli(), args.name, batch_size=args.batch, block_ms=args.block_ms,
+                    claim_idle_ms=args.claim_idle_ms)
+    signal.signal(signal.SIGTERM, worker.stop)  # finish the batch in hand, then exit
+    signal.signal(signal.SIGINT, worker.stop)
+    try:
+        stats = worker.run(until_idle=args.until_idle, max_seconds=args.max_seconds)
+        return EXIT_OK, {**stats.to_dict(), "worker": worker.name, "backlog": worker.backlog()}
+    finally:
+        worker.close()
+
+
+def cmd_cache(args) -> tuple[int, dict]:
+    from chatsync import cache
+
+    settings = settings_for_cli()
+    if args.action == "resync":
+        return EXIT_OK, cache.resync(settings, args.rooms).to_dict()
+    result = cache.verify(settings, args.rooms)
+    return (EXIT_OK if result.total == 0 else EXIT_INCONSISTENT), result.to_dict()
+
+
+def cmd_publish(args) -> tuple[int, dict]:
+    from chatsync.cache import client_for
+    from chatsync.events import publish
+
+    settings = settings_for_cli()
+    client = client_for(settings)
+    try:
+        entry = publish(client, settings.events_stream, args.type, args.room_id, args.user_id)
+    except ChatsyncError as exc:
+        raise ConfigError(f"event refused: {exc}") from None
+    finally:
+        client.close()
+    return EXIT_OK, {"stream": settings.events_stream, "entry_id": entry}
+
+
 def cmd_bench(args) -> tuple[int, dict]:
     from chatsync.bench import run_bench
 
@@ -146,6 +187,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--members", type=_positive_int, default=50)
     p.add_argument("--drift", type=_fraction, default=0.005)
     p.add_argument("--seed", type=int, default=42)
+
+    p = add("worker", cmd_worker, "consume room events from the Redis Stream and sync the chat side")
+    p.add_argument("--name", help="consumer name (default: host-pid)")
+    p.add_argument("--batch", type=_positive_int, default=500, help="entries per batch")
+    p.add_argument("--block-ms", type=_positive_int, default=1000, help="wait for new entries this long")
+    p.add_argument("--claim-idle-ms", type=_positive_int, default=30_000,
+                   help="take over entries left pending this long by a dead worker")
+    p.add_argument("--until-idle", action="store_true", help="exit once the stream is drained")
+    p.add_argument("--max-seconds", type=float, help="exit after this long")
+
+    p = add("cache", cmd_cache, "the Redis cache of the chat state: verify or resync")
+    p.add_argument("action", choices=("verify", "resync"))
+    p.add_argument("--rooms", type=_room_ids, help="only these room ids (comma-separated)")
+
+    p = add("publish", cmd_publish, "append one room event to the stream (what the room service does)")
+    p.add_argument("type", help="event type, e.g. room.participant.added")
+    p.add_argument("room_id", type=_positive_int)
+    p.add_argument("user_id", type=_positive_int, nargs="?")
 
     p = add("bench", cmd_bench, "time detect/repair against a bare FULL OUTER JOIN and pandas")
     p.add_argument("--participants", type=_positive_int, default=1_000_000)

@@ -37,8 +37,16 @@ _FATAL_CONNECT = ("does not exist", "password authentication failed", "no passwo
                   "invalid connection option")
 
 
+def _redis_transient() -> tuple[type, ...]:
+    try:
+        from redis import exceptions as r
+    except ImportError:  # pragma: no cover - redis is a dependency
+        return ()
+    return (r.ConnectionError, r.TimeoutError, r.BusyLoadingError, r.TryAgainError)
+
+
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, (TransientError, *_TRANSIENT)):
+    if isinstance(exc, (TransientError, *_TRANSIENT, *_redis_transient())):
         return True
     if isinstance(exc, pgerrors.QueryCanceled):  # lock_timeout / statement_timeout
         return True

@@ -74,8 +74,8 @@ def clean_db(settings):
     """Empty application and ops tables before the test (the schema stays)."""
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE room.room_participants, room.rooms, chat.chat_participants, chat.chat_rooms")
-        conn.execute(sql.SQL("TRUNCATE {}.metrics, {}.repair_audit, {}.inconsistencies, {}.runs").format(
-            *[sql.Identifier(settings.ops_schema)] * 4))
+        conn.execute(sql.SQL("TRUNCATE {}.metrics, {}.repair_audit, {}.inconsistencies, {}.runs, "
+                             "{}.sync_log, {}.dead_letters").format(*[sql.Identifier(settings.ops_schema)] * 6))
     return settings
 
 

@@ -1,0 +1,40 @@
+"""chat_events_drain: the fallback road for room events when no `chatsync worker` runs.
+
+Every 5 minutes, drain the Redis Stream backlog with the worker's own code (same consumer
+group, so it is safe beside running workers) for at most 4 minutes, then report the backlog.
+Short and idempotent: an event is acknowledged only after its sync is committed.
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, task
+
+from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, settings_from_airflow
+
+DRAIN_SECONDS = 240  # leaves a minute before the next run is due
+
+
+@dag(
+    dag_id="chat_events_drain",
+    schedule="*/5 * * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(minutes=5),
+    default_args={**DEFAULT_ARGS, "retries": 1, "retry_delay": timedelta(seconds=30)},
+    tags=["chatsync", "events"],
+    doc_md=__doc__,
+)
+def chat_events_drain():
+    @task(execution_timeout=timedelta(seconds=DRAIN_SECONDS + 45))
+    @fail_fast
+    def drain() -> dict:
+        from chatsync.worker import drain as drain_backlog
+
+        return drain_backlog(settings_from_airflow(), name="airflow-drain", max_seconds=DRAIN_SECONDS)
+
+    drain()
+
+
+chat_events_drain()

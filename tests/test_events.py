@@ -1,0 +1,356 @@
+"""Event sync against the real Redis and Postgres: every event type, duplicates and reordering,
+dead letters, Redis going down mid-batch, a worker killed mid-batch, and the cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from chatsync import cache
+from chatsync.events import EVENT_TYPES, PARTICIPANT_EVENTS, event_fields, parse, publish
+from chatsync.errors import ValidationError
+from chatsync.eventsim import RoomService, emit
+from chatsync.worker import GROUP, PAUSE_ENV, Worker
+from conftest import sides_equal
+
+CHATSYNC = str(Path(sys.executable).with_name("chatsync"))
+
+
+@pytest.fixture
+def world(db, redis_settings, request):
+    """A small room side copied to the chat side, the cache built, a stream of this test's own."""
+    from chatsync.simulate import simulate
+
+    tag = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]
+    s = replace(redis_settings, events_stream=f"{redis_settings.redis_prefix}{tag}:events",
+                redis_prefix=f"{redis_settings.redis_prefix}{tag}:", retry_base_seconds=0.05)
+    simulate(s, rooms=30, members=8, drift=0, seed=1)
+    cache.resync(s)
+    return s
+
+
+def drain(settings, name="w1", **kwargs) -> Worker:
+    worker = Worker(settings, name, block_ms=100, **kwargs)
+    worker.run(until_idle=True, max_seconds=60)
+    return worker
+
+
+def sync_log(db) -> dict[str, tuple]:
+    return {r[0]: r[1:] for r in db.execute("SELECT event_id, outcome, attempts FROM chatsync.sync_log")}
+
+
+def assert_all_synced(db, settings):
+    assert sides_equal(db) == {"rooms": 0, "participants": 0}
+    assert cache.verify(settings).total == 0
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fields, message", [
+    ({"type": "room.archived", "room_id": "1", "occurred_at": "2026-01-01T00:00:00Z"}, "missing field 'event_id'"),
+    ({"event_id": "e", "type": "room.exploded", "room_id": "1", "occurred_at": "2026-01-01T00:00:00Z"},
+     "unknown event type 'room.exploded'"),
+    ({"event_id": "e", "type": "room.participant.added", "room_id": "1", "occurred_at": "2026-01-01T00:00:00Z"},
+     "missing field 'user_id'"),
+    ({"event_id": "e", "type": "room.archived", "room_id": "-4", "occurred_at": "2026-01-01T00:00:00Z"},
+     "field 'room_id' is out of range: -4"),
+    ({"event_id": "e", "type": "room.archived", "room_id": "x1", "occurred_at": "2026-01-01T00:00:00Z"},
+     "field 'room_id' is not a whole number: 'x1'"),
+    ({"event_id": "e", "type": "room.archived", "room_id": "1", "occurred_at": "yesterday"},
+     "field 'occurred_at' is not an ISO-8601 time: 'yesterday'"),
+    ({"event_id": "e", "type": "room.archived", "room_id": "1", "occurred_at": "2026-01-01T00:00:00"},
+     "has no time zone"),
+])
+def test_malformed_events_are_named_precisely(fields, message):
+    with pytest.raises(ValidationError, match=message):
+        parse("1-0", {k.encode(): v.encode() for k, v in fields.items()})
+
+
+def test_the_publisher_refuses_what_the_worker_would_refuse():
+    with pytest.raises(ValidationError, match="has no time zone"):
+        event_fields("room.archived", 1, occurred_at=datetime(2026, 1, 1))
+    fields = event_fields("room.participant.banned", 7, 9)
+    assert parse("1-0", fields).user_id == 9
+
+
+# -- applying ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("type_", EVENT_TYPES)
+def test_each_event_type_reaches_chat_tables_sync_log_and_cache(db, world, type_):
+    client = redis.Redis.from_url(world.redis_url)
+    service = RoomService(world, client, seed=EVENT_TYPES.index(type_))
+    [(done, room, user)] = service.emit_types([type_])
+    if type_ in ("room.participant.banned", "room.participant.unbanned", "room.archived", "room.unarchived"):
+        type_ = done  # the opposite one when the participant or room already was in that state
+    assert done == type_
+    assert sides_equal(db) != {"rooms": 0, "participants": 0}  # the chat side is behind
+    worker = drain(world)
+    assert worker.stats.events == 1 and worker.stats.dead_letters == 0
+    assert_all_synced(db, world)
+    row = db.execute("SELECT type, room_id, user_id, outcome, processed_at >= occurred_at "
+                     "FROM chatsync.sync_log").fetchone()
+    assert row[:3] == (type_, room, user if type_ in PARTICIPANT_EVENTS else None)
+    assert row[3] == "applied" and row[4] is True
+    assert worker.backlog()["pending"] == 0
+    client.close()
+
+
+def test_duplicates_and_reordering_are_harmless(db, world):
+    client = redis.Redis.from_url(world.redis_url)
+    service = RoomService(world, client, seed=3)
+    conn = psycopg.connect(world.database_url, autocommit=True)
+    # two changes of one participant, published newest first, then the first one again
+    room, user = conn.execute("SELECT room_id, user_id FROM room.room_participants ORDER BY 1, 2 LIMIT 1").fetchone()
+    older = event_fields("room.participant.role_changed", room, user,
+                         occurred_at=datetime.now(timezone.utc) - timedelta(seconds=5))
+    conn.execute("UPDATE room.room_participants SET role = 'MODERATOR', permissions = 5 WHERE room_id = %s "
+                 "AND user_id = %s", (room, user))
+    newer = event_fields("room.participant.permissions_updated", room, user)
+    for fields in (newer, older, older):
+        client.xadd(world.events_stream, fields)
+    service.emit_types(["room.participant.banned", "room.status.changed"])
+    worker = drain(world, batch_size=3)
+    assert worker.stats.events == 5 and worker.stats.duplicates == 1
+    assert_all_synced(db, world)
+    log = sync_log(db)
+    assert len(log) == 4 and log[older["event_id"]][1] == 1
+    # the same events delivered again (another consumer group replays the stream): same result
+    db.execute("UPDATE chat.chat_participants SET role = 'GUEST' WHERE room_id = %s AND user_id = %s", (room, user))
+    client.xgroup_setid(world.events_stream, GROUP, id="0")
+    worker = drain(world, name="w2")
+    assert worker.stats.events == 5 and worker.stats.applied == 2  # the two events of the key changed since
+    assert_all_synced(db, world)
+    assert sync_log(db)[older["event_id"]][1] == 2  # one more attempt, first outcome kept
+    conn.close()
+    client.close()
+
+
+def test_malformed_events_go_to_dead_letters_and_the_rest_applies(db, world):
+    client = redis.Redis.from_url(world.redis_url)
+    service = RoomService(world, client, seed=5)
+    service.emit_types(["room.participant.added", "room.settings.changed"])
+    now = datetime.now(timezone.utc).isoformat()
+    bad = [
+        {"event_id": "b1", "type": "room.exploded", "room_id": "1", "occurred_at": now},
+        {"event_id": "b2", "type": "room.participant.banned", "room_id": "1", "occurred_at": now},
+        {"event_id": "b3", "type": "room.archived", "room_id": "1", "occurred_at": "not a time"},
+        {"event_id": "b4", "type": "room.archived", "room_id": "999999", "occurred_at": now},
+        {"garbage": "\xff"},
+    ]
+    for fields in bad:
+        client.xadd(world.events_stream, fields)
+    service.emit_types(["room.participant.removed"])
+    worker = drain(world, batch_size=100)
+    assert worker.stats.events == 8 and worker.stats.dead_letters == 5
+    reasons = dict(db.execute("SELECT coalesce(event_id, '-'), reason FROM chatsync.dead_letters").fetchall())
+    assert reasons == {
+        "b1": "unknown event type 'room.exploded'",
+        "b2": "missing field 'user_id'",
+        "b3": "field 'occurred_at' is not an ISO-8601 time: 'not a time'",
+        "b4": "room 999999 does not exist on the room side",
+        "-": "missing field 'event_id'",
+    }
+    assert db.execute("SELECT raw->>'type' FROM chatsync.dead_letters WHERE event_id = 'b1'").fetchone()[0] == "room.exploded"
+    assert len(sync_log(db)) == 3
+    assert_all_synced(db, world)
+    assert worker.backlog()["pending"] == 0
+    client.close()
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OwnRedis:
+    """A real redis-server of this test's own, with an append-only file so a restart keeps the
+    stream and the consumer group's pending entries."""
+
+    def __init__(self, data_dir: Path):
+        self.port, self.dir = _free_port(), data_dir
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        client.close()
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_redis_down_mid_batch_then_back_loses_nothing(db, world, tmp_path):
+    own = OwnRedis(tmp_path)
+    own.start()
+    settings = replace(world, redis_url=f"redis://127.0.0.1:{own.port}/0", retry_attempts=30,
+                       retry_base_seconds=0.05, retry_max_seconds=0.3)
+    try:
+        cache.resync(settings)
+        client = redis.Redis(port=own.port)
+        emit(settings, client, 120, seed=8, batch=40)
+        client.close()
+        restarted = threading.Event()
+
+        def outage():  # after the first commit: Redis dies, comes back 1.5 s later
+            if restarted.is_set() or own.proc.poll() is not None:
+                return
+            own.kill()
+            threading.Timer(1.5, lambda: (own.start(), restarted.set())).start()
+
+        worker = Worker(settings, "w1", block_ms=100, batch_size=50, after_commit=outage)
+        worker.run(until_idle=True, max_seconds=60)
+        assert restarted.is_set()
+        assert worker.stats.failed_batches == 0 and worker.stats.events == 120
+        log = sync_log(db)
+        assert len(log) == 120 and {attempts for _, attempts in log.values()} == {1}
+        assert worker.backlog()["pending"] == 0
+        assert sides_equal(db) == {"rooms": 0, "participants": 0}
+        assert cache.verify(settings).total == 0
+        worker.close()
+    finally:
+        own.kill()
+
+
+def test_worker_killed_mid_batch_another_finishes(db, world):
+    client = redis.Redis.from_url(world.redis_url)
+    emit(world, client, 300, seed=9, batch=100)
+    env = {**os.environ, "CHATSYNC_DATABASE_URL": world.database_url, "CHATSYNC_REDIS_URL": world.redis_url,
+           "CHATSYNC_EVENTS_STREAM": world.events_stream, "CHATSYNC_REDIS_PREFIX": world.redis_prefix,
+           PAUSE_ENV: "30000"}
+    proc = subprocess.Popen([CHATSYNC, "worker", "--name", "doomed", "--batch", "100"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not db.execute("SELECT count(*) FROM chatsync.sync_log").fetchone()[0]:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the worker never committed its first batch"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    pending = client.xpending(world.events_stream, GROUP)
+    assert pending["pending"] == 100 and {c["name"] for c in pending["consumers"]} == {b"doomed"}
+    worker = drain(world, name="rescuer", claim_idle_ms=100)
+    assert worker.stats.claimed == 100 and worker.stats.events == 300
+    log = sync_log(db)
+    assert len(log) == 300
+    assert sorted(a for _, a in log.values()).count(2) == 100  # the killed batch: delivered twice
+    assert worker.backlog()["pending"] == 0
+    assert_all_synced(db, world)
+    client.close()
+
+
+def test_sigterm_finishes_the_batch_in_hand(db, world):
+    client = redis.Redis.from_url(world.redis_url)
+    emit(world, client, 50, seed=10)
+    env = {**os.environ, "CHATSYNC_DATABASE_URL": world.database_url, "CHATSYNC_REDIS_URL": world.redis_url,
+           "CHATSYNC_EVENTS_STREAM": world.events_stream, "CHATSYNC_REDIS_PREFIX": world.redis_prefix,
+           PAUSE_ENV: "1500"}
+    proc = subprocess.Popen([CHATSYNC, "worker", "--name", "polite", "--batch", "50", "--json"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not db.execute("SELECT count(*) FROM chatsync.sync_log").fetchone()[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # during the pause between commit and ack
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert '"events": 50' in out
+    assert client.xpending(world.events_stream, GROUP)["pending"] == 0
+    client.close()
+
+
+# -- the cache -----------------------------------------------------------------------------------
+
+def test_cache_verify_counts_injected_drift_and_resync_fixes_it(db, world):
+    client = redis.Redis.from_url(world.redis_url)
+    rooms = [r[0] for r in db.execute("SELECT room_id FROM chat.chat_rooms ORDER BY 1 LIMIT 4")]
+    users = [str(r[0]) for r in db.execute(
+        "SELECT user_id FROM chat.chat_participants WHERE room_id = %s ORDER BY 1 LIMIT 3", (rooms[1],))]
+    assert len(users) == 3
+    p = world.redis_prefix
+    client.delete(f"{p}room:{rooms[0]}")                                    # missing room
+    client.hset(f"{p}room:{rooms[1]}", "status", "LIVE?")                    # room state
+    client.hset(f"{p}room:{rooms[1]}:participants", users[0], "GUEST|0|0")   # participant mismatch
+    client.hdel(f"{p}room:{rooms[1]}:participants", users[1])                # missing participant
+    client.hset(f"{p}room:{rooms[2]}:participants", "424242", "MEMBER|1|0")  # orphan participant
+    client.hset(f"{p}room:777777", mapping={"status": "LIVE"})               # orphan room
+    client.sadd(f"{p}rooms", 777777)
+    found = cache.verify(world)
+    assert {k: v for k, v in found.counts.items() if v} == {
+        "cache_missing_room": 1, "cache_room_state_mismatch": 1, "cache_participant_mismatch": 1,
+        "cache_missing_participant": 1, "cache_orphan_participant": 1, "cache_orphan_room": 1}
+    assert {"kind": "cache_orphan_room", "room_id": 777777, "user_id": None} in found.examples
+    code = subprocess.run([CHATSYNC, "cache", "verify", "--json"], capture_output=True, text=True, env={
+        **os.environ, "CHATSYNC_DATABASE_URL": world.database_url, "CHATSYNC_REDIS_URL": world.redis_url,
+        "CHATSYNC_REDIS_PREFIX": p}).returncode
+    assert code == 1
+    fixed = cache.resync(world)
+    assert fixed.removed == 1 and fixed.rooms == len(db.execute("SELECT 1 FROM chat.chat_rooms").fetchall())
+    assert cache.verify(world).total == 0
+    assert not client.exists(f"{p}room:777777")
+    assert not list(client.scan_iter(match=f"{p}tmp:*"))  # no temporary key left behind
+    client.close()
+
+
+def test_resync_of_some_rooms_never_shows_a_half_built_room(db, world):
+    """A reader polling a room while it is rebuilt sees the old hash or the new one, whole."""
+    client = redis.Redis.from_url(world.redis_url)
+    room = db.execute("SELECT room_id FROM chat.chat_participants GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+    key = f"{world.redis_prefix}room:{room}:participants"
+    full = client.hlen(key)
+    seen, stop = set(), threading.Event()
+
+    def reader():
+        r = redis.Redis.from_url(world.redis_url)
+        while not stop.is_set():
+            seen.add(r.hlen(key))
+        r.close()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for _ in range(30):
+        cache.resync(world, [room])
+    stop.set()
+    t.join()
+    assert seen == {full}
+    client.close()
+
+
+def test_publish_cli_and_api_refuse_bad_events(world):
+    client = redis.Redis.from_url(world.redis_url)
+    with pytest.raises(ValidationError, match="missing field 'user_id'"):
+        publish(client, world.events_stream, "room.participant.added", 1)
+    proc = subprocess.run([CHATSYNC, "publish", "room.nope", "1", "--json"], capture_output=True, text=True,
+                          env={**os.environ, "CHATSYNC_DATABASE_URL": world.database_url,
+                               "CHATSYNC_REDIS_URL": world.redis_url, "CHATSYNC_EVENTS_STREAM": world.events_stream})
+    assert proc.returncode == 2 and "unknown event type 'room.nope'" in proc.stderr
+    assert client.xlen(world.events_stream) == 0
+    client.close()
