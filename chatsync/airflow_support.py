@@ -47,7 +47,7 @@ def _postgres_url(conn) -> str:
 
 def _redis_url(conn) -> str:
     auth = f":{conn.password}@" if conn.password else ""
-    db = (conn.extra_dejson or {}).get("db", 0)
+    db = (conn.extra_dejson or {}).get("db", conn.schema or 0)  # redis://host:port/<db> puts it in schema
     return f"redis://{auth}{conn.host or 'localhost'}:{conn.port or 6379}/{db}"
 
 

@@ -287,7 +287,7 @@ def run_bench(settings: Settings, participants: int, drift: float, seed: int = 4
         "steps": results, "ratios": _ratios(results), "total_seconds": round(time.perf_counter() - started, 1),
     }
     out["targets"] = _verdicts(out["ratios"])
-    _save(out)
+    _save(out, "bench")
     log.info("bench: done in %.0fs", out["total_seconds"])
     return out
 
@@ -354,11 +354,11 @@ def format_table(out: dict) -> str:
     return "\n".join(lines)
 
 
-def _save(out: dict) -> None:
+def _save(out: dict, stem: str) -> None:
     folder = REPO_ROOT / "benchmarks" / "results"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"bench_{out['participants']}_{datetime.now():%Y%m%dT%H%M%S}.json"
+        path = folder / f"{stem}_{out['participants']}_{datetime.now():%Y%m%dT%H%M%S}.json"
         path.write_text(json.dumps(out, indent=2, default=str))
         out["saved_to"] = str(path)
     except OSError as exc:  # a read-only checkout still prints its numbers

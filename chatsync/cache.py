@@ -148,6 +148,42 @@ def _cached_ids(client, settings: Settings) -> set[int]:
     return {int(x) for x in client.smembers(index_key(settings))}
 
 
+def apply_keys(settings: Settings, client, rooms: Iterable[int],
+               participants: Iterable[tuple[int, int]]) -> int:
+    """Bring the named keys of the cache in line with the chat tables (what the worker does after
+    each commit): a room's state hash and single participant fields, each written by one atomic
+    command, so no reader sees a partial room. Returns the number of cache writes."""
+    rooms, participants = sorted(set(rooms)), sorted(set(participants))
+    m = load_mapping(settings.mapping_path)
+    t_rooms, t_parts = m["chat_rooms"], m["chat_participants"]
+    q_rooms = _queries(settings)[0]
+    q_keys = sql_file(settings, "cache_chat_participant_keys", chat_participants=t_parts.ident,
+                      **{c: t_parts.col(c) for c in ("room_id", "user_id", "role", "permissions", "banned")})
+    with connection(settings) as conn:
+        room_rows = conn.execute(q_rooms, {"all": False, "rooms": rooms}).fetchall() if rooms else []
+        part_rows = conn.execute(q_keys, {"rooms": [k[0] for k in participants],
+                                          "users": [k[1] for k in participants]}).fetchall() if participants else []
+    pipe = client.pipeline(transaction=False)
+    present = set()
+    for row in room_rows:
+        present.add(row[0])
+        pipe.hset(room_key(settings, row[0]), mapping=room_hash(row[1:]))
+    if present:
+        pipe.sadd(index_key(settings), *present)
+    gone = [r for r in rooms if r not in present]
+    for rid in gone:
+        pipe.delete(room_key(settings, rid), participants_key(settings, rid))
+    if gone:
+        pipe.srem(index_key(settings), *gone)
+    for room_id, user_id, role, permissions, banned, exists in part_rows:
+        if exists:
+            pipe.hset(participants_key(settings, room_id), str(user_id), participant_value(role, permissions, banned))
+        else:
+            pipe.hdel(participants_key(settings, room_id), str(user_id))
+    pipe.execute()
+    return len(room_rows) + len(gone) + len(part_rows)
+
+
 @dataclass
 class ResyncResult:
     rooms: int = 0

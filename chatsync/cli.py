@@ -149,6 +149,11 @@ def cmd_publish(args) -> tuple[int, dict]:
 def cmd_bench(args) -> tuple[int, dict]:
     from chatsync.bench import run_bench
 
+    if args.suite == "events":
+        from chatsync.bench_events import run_events_bench
+
+        return EXIT_OK, run_events_bench(settings_for_cli(), participants=args.participants,
+                                         events=args.events, rate=args.rate, seed=args.seed)
     return EXIT_OK, run_bench(settings_for_cli(), participants=args.participants, drift=args.drift,
                               seed=args.seed, skip_pandas=args.skip_pandas, repeat=args.repeat)
 
@@ -212,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--skip-pandas", action="store_true", help="leave out the pandas approach")
     p.add_argument("--repeat", type=_positive_int, default=3, help="runs of each read step (median kept)")
+    p.add_argument("--suite", choices=("consistency", "events"), default="consistency",
+                   help="consistency: detect/repair (default); events: worker delay, drain, cache resync")
+    p.add_argument("--events", type=_positive_int, default=100_000, help="events suite: events per phase")
+    p.add_argument("--rate", type=float, default=2000.0, help="events suite: steady publish rate per second")
     return parser
 
 
@@ -219,7 +228,10 @@ def _print_human(command: str, summary: dict) -> None:
     if command == "demo":
         return  # the demo prints its own report
     if command == "bench":
-        from chatsync.bench import format_table
+        if "steady" in summary:
+            from chatsync.bench_events import format_table
+        else:
+            from chatsync.bench import format_table
 
         print(format_table(summary))
         if summary.get("saved_to"):

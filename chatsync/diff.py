@@ -172,13 +172,20 @@ def table_rows(conn, settings: Settings) -> int:
     return total
 
 
+# (database, mapping) pairs already checked by this process: the event worker detects many
+# times a second, the check costs a catalog query per mapped table
+_mapping_checked: set[tuple[str | None, str]] = set()
+
+
 def detect(settings: Settings, scope: Scope = Scope(), *, triggered_by: str = "cli",
            run_id: int | None = None) -> DetectResult:
     """Find every inconsistency in the scope and store it under a run (new unless run_id given)."""
     ops = settings.ops_schema
     t0 = time.perf_counter()
     with connection(settings) as conn:
-        load_mapping(settings.mapping_path).check_database(conn)
+        if (settings.database_url, settings.mapping_path) not in _mapping_checked:
+            load_mapping(settings.mapping_path).check_database(conn)
+            _mapping_checked.add((settings.database_url, settings.mapping_path))
         if run_id is None:
             run_id = runs.create(conn, ops, scope=scope.kind, params=scope.params(), triggered_by=triggered_by)
             conn.commit()

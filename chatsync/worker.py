@@ -151,9 +151,11 @@ class Worker:
         if self.pause_before_ack:
             time.sleep(self.pause_before_ack)
         result.rooms = {e.room_id for e in events}
-        if result.rooms:
-            with_retry(lambda: cache.refresh(self.settings, self.client, result.rooms), self.settings,
-                       f"worker {self.name}: cache refresh")
+        if events:
+            rooms = {e.room_id for e in events if not e.is_participant}
+            keys = {(e.room_id, e.user_id) for e in events if e.is_participant}
+            with_retry(lambda: cache.apply_keys(self.settings, self.client, rooms, keys), self.settings,
+                       f"worker {self.name}: cache update")
         ids = [stream_id for stream_id, _ in entries]
         with_retry(lambda: self.client.xack(self.stream, GROUP, *ids), self.settings, f"worker {self.name}: ack")
         return result
@@ -276,7 +278,7 @@ class Worker:
         self.client.close()
 
 
-def drain(settings: Settings, name: str, max_seconds: float = 240.0, batch_size: int = 1000) -> dict:
+def drain(settings: Settings, name: str, max_seconds: float = 240.0, batch_size: int = 2000) -> dict:
     """Process the backlog until it is empty or max_seconds pass (the chat_events_drain DAG)."""
     worker = Worker(settings, name, batch_size=batch_size, claim_idle_ms=60_000)
     try:

@@ -92,3 +92,33 @@ def test_missing_connection_fails_at_once_without_retry(dagbag, clean_db, monkey
     detect_ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "detect")
     assert detect_ti.state == "failed"
     assert detect_ti.try_number == 1  # a configuration error is not retried
+
+
+def test_events_drain_dag_shape(dagbag):
+    dag = dagbag.get_dag("chat_events_drain")
+    assert dag is not None and dag.catchup is False and dag.max_active_runs == 1
+    assert dag.task_ids == ["drain"]
+    assert dag.dagrun_timeout <= timedelta(minutes=5)
+
+
+def test_events_drain_dag_syncs_the_backlog(dagbag, db, redis_settings, monkeypatch):
+    import redis
+
+    from chatsync import cache
+    from chatsync.eventsim import emit
+    from chatsync.simulate import simulate
+
+    simulate(redis_settings, rooms=20, members=6, drift=0, seed=2)
+    cache.resync(redis_settings)
+    client = redis.Redis.from_url(redis_settings.redis_url)
+    emit(redis_settings, client, 150, seed=4)
+    monkeypatch.setenv("AIRFLOW_CONN_CHATSYNC_REDIS", redis_settings.redis_url)
+    monkeypatch.setenv("CHATSYNC_EVENTS_STREAM", redis_settings.events_stream)
+    monkeypatch.setenv("CHATSYNC_REDIS_PREFIX", redis_settings.redis_prefix)
+    dag_run = dagbag.get_dag("chat_events_drain").test()
+    assert dag_run.state == "success"
+    assert db.execute("SELECT count(*), count(DISTINCT worker) FROM chatsync.sync_log").fetchone() == (150, 1)
+    assert sides_equal(db) == {"rooms": 0, "participants": 0}
+    assert cache.verify(redis_settings).total == 0
+    assert client.xpending(redis_settings.events_stream, "chatsync")["pending"] == 0
+    client.close()
