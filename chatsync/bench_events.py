@@ -23,19 +23,24 @@ from psycopg import sql
 
 from chatsync import cache
 from chatsync.bench import _drop_database, _save, _scratch_database
-from chatsync.config import Settings
+from chatsync.config import REPO_ROOT, Settings
 from chatsync.db import connection, sql_file
 from chatsync.errors import ConfigError
 
 log = logging.getLogger("chatsync.bench")
+WORKER_LOGS = REPO_ROOT / "benchmarks" / "results" / "worker_*.log"
 TARGETS = {"p99_delay_seconds_max": 0.5, "drain_events_per_second_min": 5000, "resync_seconds_max": 5.0}
 
 
 def _worker_process(settings: Settings, name: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "CHATSYNC_DATABASE_URL": settings.database_url, "CHATSYNC_REDIS_URL": settings.redis_url,
            "CHATSYNC_EVENTS_STREAM": settings.events_stream, "CHATSYNC_REDIS_PREFIX": settings.redis_prefix}
-    return subprocess.Popen([sys.executable, "-m", "chatsync.cli", "worker", "--name", name, *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the worker logs a line per batch: to a file, a pipe nobody reads would fill and block it
+    log_path = REPO_ROOT / "benchmarks" / "results" / f"worker_{name}_{os.getpid()}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log_file:
+        return subprocess.Popen([sys.executable, "-m", "chatsync.cli", "worker", "--name", name, *extra],
+                                env=env, stdout=subprocess.PIPE, stderr=log_file, text=True)
 
 
 def _delays(settings: Settings, worker: str) -> dict:
@@ -102,16 +107,18 @@ def run_events_bench(settings: Settings, participants: int, events: int, rate: f
         _wait_synced(s, "steady", events, timeout=600)
         steady.send_signal(signal.SIGTERM)
         steady.communicate(timeout=60)
+        if steady.returncode != 0:
+            raise RuntimeError(f"steady worker exited {steady.returncode}: see {WORKER_LOGS}")
         out["steady"] = {"published": published.to_dict(), **_delays(s, "steady")}
 
         log.info("bench events: %d events published with no worker, then drained", events)
         backlog = emit(s, client, events, seed=seed + 1, batch=500)
         t0 = time.perf_counter()
         drainer = _worker_process(s, "drain", "--batch", str(batch), "--until-idle", "--json")
-        stdout, stderr = drainer.communicate(timeout=1800)
+        drainer.communicate(timeout=1800)
         seconds = time.perf_counter() - t0
         if drainer.returncode != 0:
-            raise RuntimeError(f"drain worker failed: {stderr[-3000:]}")
+            raise RuntimeError(f"drain worker exited {drainer.returncode}: see {WORKER_LOGS}")
         drained = _delays(s, "drain")
         out["backlog"] = {"published": backlog.to_dict(), "events": drained["events"],
                           "seconds_incl_start": round(seconds, 3), "processing_span_s": drained["processing_span_s"],

@@ -99,6 +99,10 @@ def run_demo(rooms: int, members: int, drift: float, seed: int) -> tuple[int, di
         timings["airflow dags test"] = time.perf_counter() - t1
     print(f"Airflow log: {log_path}")
 
+    events = _event_road(settings, seed) if settings.redis_url else None
+    if events is None:
+        print("\n(no Redis configured: set CHATSYNC_REDIS_URL to include the event road)")
+
     with connection(settings) as conn:
         run_id = conn.execute("SELECT max(run_id) FROM chatsync.runs WHERE kind = 'check' "
                               "AND triggered_by LIKE %s", (f"airflow:{DAG_ID}/%",)).fetchone()[0]
@@ -107,9 +111,52 @@ def run_demo(rooms: int, members: int, drift: float, seed: int) -> tuple[int, di
                                       "GROUP BY action", (run_id,)).fetchall()) if run_id else {}
     timings["total"] = time.perf_counter() - t_all
     summary = _summary(report, run, by_action, dag_test.returncode, timings, log_path)
+    summary["events"] = events
     _print_summary(summary)
     ok = dag_test.returncode == 0 and run is not None and run["status"] == "validated"
+    ok = ok and (events is None or (events["cache_differences"] == 0 and events["synced"] == events["published"]))
     return (0 if ok else 1), summary
+
+
+def _event_road(settings: Settings, seed: int, n: int = 500) -> dict:
+    """The main road: room changes published as events, one worker syncs chat tables and cache."""
+    from datetime import datetime, timezone
+
+    from psycopg import sql
+
+    from chatsync import cache
+    from chatsync.db import sql_file
+    from chatsync.eventsim import emit
+    from chatsync.worker import Worker
+
+    _step(f"event sync: {n} room changes published on {settings.events_stream}, `chatsync worker` syncs them")
+    resync = cache.resync(settings)
+    print(f"cache resync: {resync.rooms} rooms, {resync.participants} participants in {resync.seconds:.2f}s")
+    since = datetime.now(timezone.utc)
+    client = cache.client_for(settings)
+    try:
+        published = emit(settings, client, n, seed=seed)
+    finally:
+        client.close()
+    worker = Worker(settings, "demo", block_ms=100)
+    try:
+        stats = worker.run(until_idle=True, max_seconds=120)
+    finally:
+        worker.close()
+    with connection(settings) as conn:
+        synced, applied, pct = conn.execute(sql_file(settings, "demo_sync_delays", ops=sql.Identifier(
+            settings.ops_schema)), {"worker": "demo", "since": since}).fetchone()
+    verify = cache.verify(settings)
+    out = {"published": published.events, "by_type": published.by_type, "synced": synced, "applied": applied,
+           "dead_letters": stats.dead_letters, "seconds": round(stats.seconds, 2),
+           "delay_p50_s": round(pct[0], 3) if pct else None, "delay_p99_s": round(pct[1], 3) if pct else None,
+           "cache_differences": verify.total}
+    print(f"published {out['published']} events: " + ", ".join(f"{k.removeprefix('room.')} {v}"
+                                                             for k, v in out["by_type"].items()))
+    print(f"worker: {synced} synced ({applied} changed the chat side), {out['dead_letters']} dead letters, "
+          f"in {out['seconds']}s; sync delay p50 {out['delay_p50_s']}s, p99 {out['delay_p99_s']}s")
+    print(f"cache verify: {verify.total} differences between Redis and the chat tables")
+    return out
 
 
 def _summary(report, run, by_action, returncode, timings, log_path) -> dict:

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 from chatsync.config import Settings
 from chatsync.db import connection, sql_file
+from chatsync.errors import ConfigError
 from chatsync.events import event_fields
 from chatsync.mapping import load_mapping
 from chatsync.rules import ROLES, ROOM_STATUSES
@@ -41,75 +42,63 @@ class EmitReport:
                 "rate": round(rate, 1) if rate else None}
 
 
+STATEMENTS = {  # event type -> the statement making that change (include/sql/eventsim_*.sql)
+    "room.participant.added": "add_participant", "room.participant.removed": "remove_participant",
+    "room.participant.role_changed": "change_role", "room.participant.permissions_updated": "change_permissions",
+    "room.participant.banned": "toggle_ban", "room.participant.unbanned": "toggle_ban",
+    "room.status.changed": "change_status", "room.archived": "toggle_archive", "room.unarchived": "toggle_archive",
+    "room.settings.changed": "change_settings",
+}
+
+
 class RoomService:
+    """Real changes on the room side, each one statement that picks its row and returns the
+    event it makes (a ban of a banned participant is an unban, and so on), sent in pipeline mode."""
+
     def __init__(self, settings: Settings, client, seed: int = 42):
         self.settings, self.client = settings, client
         self.rng = random.Random(seed)
         parts = _placeholders(load_mapping(settings.mapping_path))
-        self.sql = {name: sql_file(settings, f"eventsim_{name}", **parts)
-                    for name in ("pick_participant", "add_participant", "remove_participant",
-                                 "change_participant", "change_room", "pick_room")}
+        self.sql = {name: sql_file(settings, f"eventsim_{name}", **parts) for name in set(STATEMENTS.values())}
         with connection(settings) as conn:
-            self.rooms = [r[0] for r in conn.execute(sql_file(
-                settings, "eventsim_room_ids", **parts))]
+            self.rooms = [r[0] for r in conn.execute(sql_file(settings, "eventsim_room_ids", **parts))]
             self.next_user = conn.execute(sql_file(settings, "eventsim_max_user", **parts)).fetchone()[0] + 1
         if not self.rooms:
-            raise ValueError("the room side has no rooms: run `chatsync simulate` first")
+            raise ConfigError("the room side has no rooms: run `chatsync simulate` first")
         self.types, self.weights = list(TYPE_WEIGHTS), list(TYPE_WEIGHTS.values())
+        self.masks = [ROLE_MASKS[r] for r in ROLES]
 
-    def change(self, conn, type_: str) -> tuple[str, int, int | None]:
-        """Make one real change of this type on the room side (a no-op change would be no event:
-        a ban of a banned participant becomes an unban, and so on). Returns (type, room, user)."""
+    def statement(self, type_: str) -> tuple[str, dict]:
         rng = self.rng
-        room = rng.choice(self.rooms)
-        if type_.startswith("room.participant.") and type_ != "room.participant.added":
-            row = conn.execute(self.sql["pick_participant"], {"room": room, "k": rng.randrange(PICK_DEPTH)}).fetchone()
-            row = row or conn.execute(self.sql["pick_participant"], {"room": room, "k": 0}).fetchone()
-            if row is None:
-                type_ = "room.participant.added"  # an empty room: someone joins instead
-            else:
-                user, role, permissions, banned = row
+        params = {"type": type_, "room": rng.choice(self.rooms), "k": rng.randrange(PICK_DEPTH)}
         if type_ == "room.participant.added":
-            user, self.next_user = self.next_user, self.next_user + 1
             role = rng.choice(["MEMBER", "MEMBER", "MEMBER", "GUEST", "SPEAKER"])
-            conn.execute(self.sql["add_participant"], {"room": room, "user": user, "role": role,
-                                                       "permissions": ROLE_MASKS[role]})
-            return type_, room, user
-        if type_ == "room.participant.removed":
-            conn.execute(self.sql["remove_participant"], {"room": room, "user": user})
-            return type_, room, user
-        if type_.startswith("room.participant."):
-            change = {"role": None, "permissions": None, "ban": None, "room": room, "user": user}
-            if type_ == "room.participant.role_changed":
-                change["role"] = rng.choice([r for r in ROLES if r != role])
-                change["permissions"] = ROLE_MASKS[change["role"]]
-            elif type_ == "room.participant.permissions_updated":
-                change["permissions"] = (permissions or 0) ^ (1 << rng.randrange(12))
-            else:
-                type_ = "room.participant.unbanned" if banned else "room.participant.banned"
-                change["ban"] = "unban" if banned else "ban"
-            conn.execute(self.sql["change_participant"], change)
-            return type_, room, user
-        status, archived, is_public, chat_enabled = conn.execute(self.sql["pick_room"], {"room": room}).fetchone()
-        change = {"status": None, "archive": None, "is_public": None, "chat_enabled": None, "room": room}
-        if type_ == "room.status.changed":
-            change["status"] = rng.choice([s for s in ROOM_STATUSES if s != status])
+            params.update(user=self.next_user, role=role, permissions=ROLE_MASKS[role])
+            self.next_user += 1
+        elif type_ == "room.participant.role_changed":
+            params.update(roles=list(ROLES), masks=self.masks, shift=rng.randrange(1, len(ROLES)))
+        elif type_ == "room.participant.permissions_updated":
+            params["bit"] = rng.randrange(12)
+        elif type_ == "room.status.changed":
+            params.update(statuses=list(ROOM_STATUSES), shift=rng.randrange(1, len(ROOM_STATUSES)))
         elif type_ == "room.settings.changed":
-            if rng.random() < 0.5:
-                change["is_public"] = not is_public
-            else:
-                change["chat_enabled"] = not chat_enabled
-        else:
-            type_ = "room.unarchived" if archived else "room.archived"
-            change["archive"] = "unarchive" if archived else "archive"
-        conn.execute(self.sql["change_room"], change)
-        return type_, room, None
+            params["flip_public"] = rng.random() < 0.5
+        return STATEMENTS[type_], params
 
     def emit_types(self, types: list[str], counts: Counter | None = None) -> list[tuple[str, int, int | None]]:
         """These changes in one transaction, then their events (after the commit, as in real
-        life). Returns (type, room_id, user_id) of each."""
+        life). A change that found no row (an empty room) makes no event. Returns
+        (type, room_id, user_id) of each event."""
+        planned = [self.statement(t) for t in types]
         with connection(self.settings) as conn:
-            done = [self.change(conn, t) for t in types]
+            with conn.pipeline():
+                cursors = [(params, conn.execute(self.sql[name], params)) for name, params in planned]
+            done = []
+            for params, cur in cursors:
+                row = cur.fetchone()
+                if row is not None:
+                    user_id, type_ = row
+                    done.append((type_, params["room"], user_id))
         now = datetime.now(timezone.utc)
         pipe = self.client.pipeline(transaction=False)
         for type_, room, user in done:
@@ -119,8 +108,8 @@ class RoomService:
         pipe.execute()
         return done
 
-    def emit_batch(self, n: int, counts: Counter) -> None:
-        self.emit_types(self.rng.choices(self.types, self.weights, k=n), counts)
+    def emit_batch(self, n: int, counts: Counter) -> int:
+        return len(self.emit_types(self.rng.choices(self.types, self.weights, k=n), counts))
 
 
 def emit(settings: Settings, client, events: int, *, seed: int = 42, rate: float | None = None,
@@ -138,8 +127,7 @@ def emit(settings: Settings, client, events: int, *, seed: int = 42, rate: float
             delay = t0 + sent / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        service.emit_batch(n, counts)
-        sent += n
+        sent += service.emit_batch(n, counts)
     report = EmitReport(sent, dict(sorted(counts.items())), time.perf_counter() - t0)
     log.info("published %d events in %.2fs: %s", report.events, report.seconds, report.by_type)
     return report

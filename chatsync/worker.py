@@ -221,7 +221,13 @@ class Worker:
     # -- the loop -------------------------------------------------------------------------------
     def step(self, block: bool = True) -> int:
         """Read and process one batch; returns how many entries it handled (0: nothing to do)."""
-        entries = with_retry(lambda: self._read(block), self.settings, f"worker {self.name}: read")
+        try:
+            entries = with_retry(lambda: self._read(block), self.settings, f"worker {self.name}: read")
+        except Exception as exc:
+            alerts.notify("sync_stream_unreadable", f"worker {self.name} cannot read {self.stream} after "
+                          f"{self.settings.retry_attempts} attempts: {type(exc).__name__}: {exc}",
+                          worker=self.name, stream=self.stream, transient=is_transient(exc))
+            raise
         if not entries:
             return 0
         t0 = time.perf_counter()
