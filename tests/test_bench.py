@@ -34,3 +34,25 @@ def test_bench_runs_every_step_and_cleans_up(settings):
     with psycopg.connect(settings.database_url) as conn:
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
                             (result["scratch_database"],)).fetchone()[0] == 0
+
+
+def test_events_bench_runs_every_phase_and_cleans_up(redis_settings):
+    import redis
+
+    code, out, err = run(redis_settings, "bench", "--suite", "events", "--participants", "2000",
+                         "--events", "300", "--rate", "1000", "--json",
+                         CHATSYNC_REDIS_URL=redis_settings.redis_url)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["resync"]["participants"] == result["participants"] > 0
+    assert result["steady"]["events"] == 300 and result["steady"]["published"]["events"] == 300
+    assert 0 < result["steady"]["p50_s"] <= result["steady"]["p95_s"] <= result["steady"]["p99_s"] <= result["steady"]["max_s"]
+    assert result["backlog"]["events"] == 300 and result["backlog"]["events_per_second"] > 0
+    assert result["verify_after"] == 0
+    assert set(result["targets"].values()) <= {"PASS", "MISS"}
+    with psycopg.connect(redis_settings.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
+                            (result["scratch_database"],)).fetchone()[0] == 0
+    client = redis.Redis.from_url(redis_settings.redis_url)
+    assert not list(client.scan_iter(match=result["scratch_database"] + ":*"))
+    client.close()
