@@ -43,6 +43,12 @@ def world(db, redis_settings, request):
     return s
 
 
+def cli_env(settings, **extra) -> dict[str, str]:
+    """The environment of a `chatsync` process working on this test's database, Redis and stream."""
+    return {**os.environ, "CHATSYNC_DATABASE_URL": settings.database_url, "CHATSYNC_REDIS_URL": settings.redis_url,
+            "CHATSYNC_EVENTS_STREAM": settings.events_stream, "CHATSYNC_REDIS_PREFIX": settings.redis_prefix, **extra}
+
+
 def drain(settings, name="w1", **kwargs) -> Worker:
     worker = Worker(settings, name, block_ms=100, **kwargs)
     worker.run(until_idle=True, max_seconds=60)
@@ -241,9 +247,7 @@ def test_redis_down_mid_batch_then_back_loses_nothing(db, world, tmp_path):
 def test_worker_killed_mid_batch_another_finishes(db, world):
     client = redis.Redis.from_url(world.redis_url)
     emit(world, client, 300, seed=9, batch=100)
-    env = {**os.environ, "CHATSYNC_DATABASE_URL": world.database_url, "CHATSYNC_REDIS_URL": world.redis_url,
-           "CHATSYNC_EVENTS_STREAM": world.events_stream, "CHATSYNC_REDIS_PREFIX": world.redis_prefix,
-           PAUSE_ENV: "30000"}
+    env = cli_env(world, **{PAUSE_ENV: "30000"})
     proc = subprocess.Popen([CHATSYNC, "worker", "--name", "doomed", "--batch", "100"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -270,9 +274,7 @@ def test_worker_killed_mid_batch_another_finishes(db, world):
 def test_sigterm_finishes_the_batch_in_hand(db, world):
     client = redis.Redis.from_url(world.redis_url)
     emit(world, client, 50, seed=10)
-    env = {**os.environ, "CHATSYNC_DATABASE_URL": world.database_url, "CHATSYNC_REDIS_URL": world.redis_url,
-           "CHATSYNC_EVENTS_STREAM": world.events_stream, "CHATSYNC_REDIS_PREFIX": world.redis_prefix,
-           PAUSE_ENV: "1500"}
+    env = cli_env(world, **{PAUSE_ENV: "1500"})
     proc = subprocess.Popen([CHATSYNC, "worker", "--name", "polite", "--batch", "50", "--json"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -308,9 +310,8 @@ def test_cache_verify_counts_injected_drift_and_resync_fixes_it(db, world):
         "cache_missing_room": 1, "cache_room_state_mismatch": 1, "cache_participant_mismatch": 1,
         "cache_missing_participant": 1, "cache_orphan_participant": 1, "cache_orphan_room": 1}
     assert {"kind": "cache_orphan_room", "room_id": 777777, "user_id": None} in found.examples
-    code = subprocess.run([CHATSYNC, "cache", "verify", "--json"], capture_output=True, text=True, env={
-        **os.environ, "CHATSYNC_DATABASE_URL": world.database_url, "CHATSYNC_REDIS_URL": world.redis_url,
-        "CHATSYNC_REDIS_PREFIX": p}).returncode
+    code = subprocess.run([CHATSYNC, "cache", "verify", "--json"], capture_output=True, text=True,
+                          env=cli_env(world)).returncode
     assert code == 1
     fixed = cache.resync(world)
     assert fixed.removed == 1 and fixed.rooms == len(db.execute("SELECT 1 FROM chat.chat_rooms").fetchall())
@@ -349,8 +350,7 @@ def test_publish_cli_and_api_refuse_bad_events(world):
     with pytest.raises(ValidationError, match="missing field 'user_id'"):
         publish(client, world.events_stream, "room.participant.added", 1)
     proc = subprocess.run([CHATSYNC, "publish", "room.nope", "1", "--json"], capture_output=True, text=True,
-                          env={**os.environ, "CHATSYNC_DATABASE_URL": world.database_url,
-                               "CHATSYNC_REDIS_URL": world.redis_url, "CHATSYNC_EVENTS_STREAM": world.events_stream})
+                          env=cli_env(world))
     assert proc.returncode == 2 and "unknown event type 'room.nope'" in proc.stderr
     assert client.xlen(world.events_stream) == 0
     client.close()
