@@ -23,6 +23,41 @@ DB_CONN_ID = "chatsync_db"
 REDIS_CONN_ID = "chatsync_redis"
 SETTINGS_VARIABLE = "chatsync_settings"  # JSON object of Settings field -> value
 
+
+
+def on_task_failure(context) -> None:
+    """Every chatsync task's on_failure_callback: one alert naming the task, the run, the error
+    and the log, on the configured channels (Slack, email) and in the log."""
+    from chatsync import alerts, notifiers
+
+    channels = notifiers.use_airflow_channels()
+    ti = context.get("task_instance") or context.get("ti")
+    dag_run = context.get("dag_run")
+    exc = context.get("exception")
+    where = f"{getattr(ti, 'dag_id', '?')}.{getattr(ti, 'task_id', '?')}"
+    run_id = getattr(dag_run, "run_id", None)
+    link = getattr(ti, "log_url", None)
+    message = (f"task {where} failed in run {run_id} (try {getattr(ti, 'try_number', '?')}): "
+               f"{type(exc).__name__ if exc else 'error'}: {exc}" + (f" — log: {link}" if link else ""))
+    alerts.notify("task_failed", message, dag_id=getattr(ti, "dag_id", None), task_id=getattr(ti, "task_id", None),
+                  run_id=run_id, event="failure", channels=channels)
+
+
+def on_dag_failure(context) -> None:
+    """Every chatsync DAG's on_failure_callback: a run that failed or ran past its dagrun_timeout
+    (the deadline: `reason` says "timed_out")."""
+    from chatsync import alerts, notifiers
+
+    channels = notifiers.use_airflow_channels()
+    dag_run = context.get("dag_run")
+    reason = context.get("reason") or "failed"
+    dag_id = getattr(dag_run, "dag_id", "?")
+    what = "ran past its deadline (dagrun_timeout)" if "time" in str(reason) else f"failed ({reason})"
+    alerts.notify("dag_run_failed" if "time" not in str(reason) else "deadline_missed",
+                  f"DAG {dag_id} run {getattr(dag_run, 'run_id', '?')} {what} — {ui_link(context)}",
+                  dag_id=dag_id, run_id=getattr(dag_run, "run_id", None), event="failure", channels=channels)
+
+
 # Transient failures retry with exponential backoff; config errors and refusals fail at once.
 DEFAULT_ARGS = {
     "owner": "chatsync",
@@ -30,6 +65,7 @@ DEFAULT_ARGS = {
     "retry_delay": timedelta(seconds=15),
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=5),
+    "on_failure_callback": on_task_failure,
 }
 
 
@@ -80,7 +116,22 @@ def settings_from_airflow() -> Settings:
         if unknown:
             raise ConfigError(f"Airflow Variable '{SETTINGS_VARIABLE}' has unknown keys: "
                               + ", ".join(k.removeprefix("CHATSYNC_").lower() for k in unknown))
-    return Settings.from_sources(os.environ, overrides, database_url=db_url, redis_url=redis_url)
+    settings = Settings.from_sources(os.environ, overrides, database_url=db_url, redis_url=redis_url)
+    from chatsync import notifiers
+
+    notifiers.use_airflow_channels()  # alerts raised inside the task reach Slack/email too
+    return settings
+
+
+def ui_link(context) -> str:
+    """The Airflow UI page of the task's DAG run (api.base_url), for alert messages."""
+    from urllib.parse import quote
+
+    from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
+    dag_run = context.get("dag_run")
+    return f"{base}/dags/{dag_run.dag_id}/runs/{quote(dag_run.run_id)}" if dag_run else base
 
 
 def run_label(context) -> str:

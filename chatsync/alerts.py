@@ -42,6 +42,16 @@ def notify(kind: str, message: str, **context) -> None:
             log.exception("notifier %r failed for alert %s", notifier, kind)
 
 
+def resolve(kind: str, message: str, **context) -> None:
+    """A condition that alerted has cleared: say so on the same channels."""
+    log.info(structured(f"resolved={kind}", message=message, **context))
+    for notifier in list(_notifiers):
+        try:
+            notifier(kind, message, {**context, "event": "resolved"})
+        except Exception:  # noqa: BLE001
+            log.exception("notifier %r failed for resolved %s", notifier, kind)
+
+
 class ErrorRate:
     """Failures over the last ``window`` outcomes; alerts (at most once per ``cooldown`` seconds)
     when the rate goes above ``threshold`` with at least ``min_events`` outcomes seen."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -110,6 +111,10 @@ def cmd_worker(args) -> tuple[int, dict]:
 
     from chatsync.worker import Worker
 
+    if any(os.environ.get(f"AIRFLOW_CONN_CHATSYNC_{c}") for c in ("SLACK", "SMTP")):
+        from chatsync.notifiers import use_airflow_channels
+
+        use_airflow_channels()  # the worker's alerts go to the same channels as the DAGs'
     worker = Worker(settings_for_cli(), args.name, batch_size=args.batch, block_ms=args.block_ms,
                     claim_idle_ms=args.claim_idle_ms)
     signal.signal(signal.SIGTERM, worker.stop)  # finish the batch in hand, then exit

@@ -50,6 +50,9 @@ class Settings:
     sync_delay_ms: int = 5000
     error_rate: float = 0.01
     inconsistency_count: int = 10
+    error_rate_min_events: int = 20  # below this many events in the window, no error-rate alert
+    health_window_minutes: int = 15  # the window the thresholds are evaluated over
+    alert_repeat_minutes: int = 60  # a condition still breached is re-sent after this (0: never)
 
     # Transient-error retries inside one task/command (Airflow task retries come on top).
     retry_attempts: int = 5
@@ -88,12 +91,12 @@ class Settings:
         if not 0 < self.repair_max_fraction <= 1:
             raise bad("repair_max_fraction", "must be a fraction in (0, 1]")
         for name in ("repair_max_changes", "repair_batch_rows", "sync_delay_ms",
-                     "inconsistency_count", "retry_attempts", "lock_timeout_ms"):
+                     "inconsistency_count", "retry_attempts", "lock_timeout_ms", "health_window_minutes"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be a positive whole number")
         if not 0 <= self.error_rate <= 1:
             raise bad("error_rate", "must be a fraction in [0, 1]")
-        for name in ("incremental_overlap_seconds", "workers", "detect_parallel_min_rows",
+        for name in ("incremental_overlap_seconds", "workers", "error_rate_min_events", "alert_repeat_minutes", "detect_parallel_min_rows",
                      "repair_parallel_min_rows"):
             if getattr(self, name) < 0:
                 raise bad(name, "must not be negative")

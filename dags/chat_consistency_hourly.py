@@ -1,15 +1,17 @@
 """chat_consistency_hourly: the hourly consistency check between the room and chat tables.
 
 detect (set-based SQL diff) → choose_path → nothing_to_do | repair → validate | too_many
-→ record_metrics → outcome. Logic lives in chatsync.engine; this file only wires it.
+→ record_metrics → check_health (the alert thresholds) → outcome. Logic lives in chatsync.engine; this file only wires it.
 Scope "auto" runs a full pass at midnight (the only one that sees deletes), incremental otherwise.
 """
+
+from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
-from chatsync import engine
-from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, run_label, settings_from_airflow
+from chatsync import engine, health
+from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, run_label, settings_from_airflow, ui_link
 
 
 @dag(
@@ -19,6 +21,8 @@ from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, run_label, setting
     catchup=False,
     max_active_runs=1,  # with the repair lock: two passes never interleave
     default_args=DEFAULT_ARGS,
+    dagrun_timeout=timedelta(minutes=50),  # the deadline: past it, on_dag_failure alerts
+    on_failure_callback=on_dag_failure,
     params={"scope": Param("auto", enum=["auto", "incremental", "full"], description="diff scope")},
     tags=["chatsync", "consistency"],
     doc_md=__doc__,
@@ -60,6 +64,13 @@ def chat_consistency_hourly():
     def record_metrics(found: dict) -> dict:
         return engine.record(settings_from_airflow(), found["run_id"])
 
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    @fail_fast
+    def check_health() -> dict:
+        ctx = get_current_context()
+        return {"alerts": health.evaluate(settings_from_airflow(), source="chat_consistency_hourly",
+                                          link=ui_link(ctx))["alerts"]}
+
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
     @fail_fast
     def outcome(found: dict) -> dict:
@@ -72,6 +83,6 @@ def chat_consistency_hourly():
     repaired >> validated
     recorded = record_metrics(found)
     [nothing, major, validated] >> recorded
-    recorded >> outcome(found)
+    recorded >> check_health() >> outcome(found)
 
 chat_consistency_hourly()

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, settings_from_airflow
+from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, settings_from_airflow
 
 DRAIN_SECONDS = 240  # leaves a minute before the next run is due
 
@@ -22,6 +22,7 @@ DRAIN_SECONDS = 240  # leaves a minute before the next run is due
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=5),
+    on_failure_callback=on_dag_failure,
     default_args={**DEFAULT_ARGS, "retries": 1, "retry_delay": timedelta(seconds=30)},
     tags=["chatsync", "events"],
     doc_md=__doc__,

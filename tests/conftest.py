@@ -74,8 +74,10 @@ def clean_db(settings):
     """Empty application and ops tables before the test (the schema stays)."""
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE room.room_participants, room.rooms, chat.chat_participants, chat.chat_rooms")
-        conn.execute(sql.SQL("TRUNCATE {}.metrics, {}.repair_audit, {}.inconsistencies, {}.runs, "
-                             "{}.sync_log, {}.dead_letters").format(*[sql.Identifier(settings.ops_schema)] * 6))
+        tables = ("metrics", "repair_audit", "inconsistencies", "runs", "sync_log", "dead_letters",
+                  "metric_buckets", "alert_state", "alert_log")
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(
+            sql.Identifier(settings.ops_schema, t) for t in tables)))
     return settings
 
 
@@ -93,6 +95,14 @@ def airflow_db(database_url):
     subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], check=True,
                    capture_output=True, env=os.environ.copy(), timeout=300)
     return AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def dagbag(airflow_db):
+    """Every DAG of dags/, parsed once as Airflow's DAG processor would."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"), bundle_name="chatsync-tests")
 
 
 def sides_equal(conn) -> dict[str, int]:

@@ -13,13 +13,6 @@ from conftest import REPO, sides_equal
 HOURLY = "chat_consistency_hourly"
 
 
-@pytest.fixture(scope="module")
-def dagbag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags"), bundle_name="chatsync-tests")
-
-
 def test_every_dag_file_imports_without_error_and_parses_fast(dagbag):
     assert dagbag.import_errors == {}
     files = sorted(Path(REPO / "dags").glob("*.py"))
@@ -50,7 +43,7 @@ def test_hourly_dag_shape(dagbag):
     assert dag is not None
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert set(dag.task_ids) == {"detect", "choose_path", "nothing_to_do", "too_many", "repair",
-                                 "validate", "record_metrics", "outcome"}
+                                 "validate", "record_metrics", "check_health", "outcome"}
     assert dag.get_task("choose_path").downstream_task_ids == {"nothing_to_do", "too_many", "repair"}
     assert dag.get_task("detect").retries >= 1
     assert dag.get_task("detect").retry_exponential_backoff

@@ -1,0 +1,47 @@
+"""chat_sync_health: the seed's thresholds, every 5 minutes.
+
+record_bucket stores the metrics of the run's data interval (a rerun or a backfill rewrites the
+same bucket); evaluate checks sync delay, error rate and open inconsistencies over the last
+window and sends one alert per condition when it starts, none while it lasts, one when it clears.
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, get_current_context, task
+
+from chatsync import health
+from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, settings_from_airflow, ui_link
+
+
+@dag(
+    dag_id="chat_sync_health",
+    schedule="*/5 * * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(minutes=5),
+    on_failure_callback=on_dag_failure,
+    default_args={**DEFAULT_ARGS, "retries": 1, "retry_delay": timedelta(seconds=20)},
+    tags=["chatsync", "monitoring"],
+    doc_md=__doc__,
+)
+def chat_sync_health():
+    @task
+    @fail_fast
+    def record_bucket() -> dict:
+        ctx = get_current_context()
+        out = health.record_bucket(settings_from_airflow(), ctx["data_interval_start"], ctx["data_interval_end"])
+        return {"bucket_start": out["bucket_start"], "metrics": out["metrics"]}
+
+    @task
+    @fail_fast
+    def evaluate() -> dict:
+        ctx = get_current_context()
+        out = health.evaluate(settings_from_airflow(), source="chat_sync_health", link=ui_link(ctx))
+        return {"alerts": out["alerts"]}
+
+    record_bucket() >> evaluate()
+
+
+chat_sync_health()
