@@ -7,12 +7,12 @@ VENV := .venv
 UV := .uv/bin/uv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean chromium
 
 demo: $(STAMP)
 	$(VENV)/bin/chatsync demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(VENV)/bin/pytest
 
 bench: $(STAMP)
@@ -27,6 +27,12 @@ $(UV):
 $(STAMP): pyproject.toml uv.lock | $(UV)
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --all-groups --python $(PYTHON)
 	touch $(STAMP)
+
+# The health page's browser test needs Debian's chromium (no browser download: the machine's registry).
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q chromium >/dev/null \
+	  || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } \
+	  || { echo "make test needs chromium: apt-get install chromium (as root)" >&2; exit 1; }
 
 clean:
 	rm -rf .uv $(VENV) .chatsync .pytest_cache

@@ -1,11 +1,19 @@
-"""Registers chatsync with Airflow (visible under Admin > Plugins, with its version).
+"""chatsync in the Airflow UI: the health page and /metrics (a FastAPI app mounted by the
+api-server at /chatsync) and a "chatsync health" entry in the Browse menu.
 
-Kept tiny on purpose: Airflow imports every module under plugins/ in every process. The logic
-lives in the chatsync package; DAGs import it directly.
+Kept small: Airflow imports every module under plugins/ in every process; the app's code lives
+in chatsync.web and touches the database only when a page is requested.
 """
 
 from airflow.plugins_manager import AirflowPlugin
 
+from chatsync.web import create_app
+
+URL_PREFIX = "/chatsync"
+
 
 class ChatsyncPlugin(AirflowPlugin):
     name = "chatsync"
+    fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "chatsync health"}]
+    external_views = [{"name": "chatsync health", "href": f"{URL_PREFIX}/health", "destination": "nav",
+                       "category": "browse", "url_route": "chatsync-health"}]

@@ -1,0 +1,149 @@
+"""The health page and /metrics: numbers checked against the database, /metrics read by the
+Prometheus parser, the page rendered by headless Chromium (screenshot kept in test-artifacts/),
+and the plugin mounted by Airflow's own api-server app."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from chatsync import health
+from conftest import REPO
+
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture
+def seeded(db, clean_db):
+    """A day of history: synced events in every 5-minute bucket, dead letters, open findings,
+    a frozen chat, a run, and the alert state after one evaluation."""
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    db.execute("INSERT INTO chatsync.sync_log (event_id, stream_id, type, room_id, user_id, occurred_at, processed_at, "
+               "outcome, worker) SELECT 'e' || g, g || '-0', 'room.participant.added', 1, g, "
+               "%(now)s - make_interval(mins => g %% 288 * 5) - interval '0.4 s', "
+               "%(now)s - make_interval(mins => g %% 288 * 5), 'applied', 'w' FROM generate_series(1, 900) AS g",
+               {"now": now})
+    db.execute("INSERT INTO chatsync.dead_letters (stream_id, event_id, type, reason, raw, worker) VALUES "
+               "('9-1', 'x1', 'room.exploded', 'unknown event type ''room.exploded''', '{}', 'w'), "
+               "('9-2', NULL, NULL, 'missing field ''event_id''', '{}', 'w')")
+    run_id = db.execute("INSERT INTO chatsync.runs (scope, status, counts) VALUES ('full', 'major', "
+                        "'{\"role_mismatch\": 13}') RETURNING run_id").fetchone()[0]
+    db.execute("INSERT INTO chatsync.inconsistencies (run_id, kind, room_id, user_id) "
+               "SELECT %s, 'role_mismatch', 7, g FROM generate_series(1, 13) AS g", (run_id,))
+    db.execute("INSERT INTO chatsync.inconsistencies (run_id, kind, room_id, user_id) VALUES (%s, 'ban_mismatch', 7, 1)",
+               (run_id,))
+    db.execute("INSERT INTO chat.chat_rooms (room_id, status, writes_frozen) VALUES (4242, 'LIVE', true)")
+    for i in range(1, 289, 12):  # a bucket every hour of the last day
+        health.record_bucket(clean_db, now - timedelta(minutes=5 * i), now - timedelta(minutes=5 * (i - 1)))
+    health.evaluate(clean_db, at=now + timedelta(seconds=30))
+    return clean_db
+
+
+def test_metrics_endpoint_parses_and_matches_the_database(seeded, db):
+    from fastapi.testclient import TestClient
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from chatsync.web import create_app
+
+    response = TestClient(create_app(lambda: seeded)).get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(response.text) for s in family.samples}
+    open_roles = db.execute("SELECT count(DISTINCT (room_id, user_id)) FROM chatsync.inconsistencies "
+                            "WHERE kind = 'role_mismatch' AND resolved_at IS NULL").fetchone()[0]
+    assert samples[("chatsync_open_inconsistencies", (("kind", "role_mismatch"),))] == open_roles == 13
+    assert samples[("chatsync_open_inconsistencies", (("kind", "ban_mismatch"),))] == 1
+    assert samples[("chatsync_alert_firing", (("condition", "inconsistency_count"),))] == 1
+    assert samples[("chatsync_alert_firing", (("condition", "sync_delay"),))] == 0
+    recent = db.execute("SELECT count(*) FROM chatsync.sync_log WHERE processed_at >= now() - interval '15 minutes'").fetchone()[0]
+    assert samples[("chatsync_events_synced", ())] == recent > 0
+    assert abs(samples[("chatsync_sync_delay_seconds", (("stat", "p95"),))] - 0.4) < 0.01
+
+
+def test_health_json_carries_the_page_data(seeded, db):
+    from fastapi.testclient import TestClient
+
+    from chatsync.web import create_app
+
+    data = TestClient(create_app(lambda: seeded)).get("/health.json").json()
+    assert data["healthy"] is False
+    assert [a["condition"] for a in data["alerts"] if a["firing"]] == ["inconsistency_count"]
+    assert data["frozen_chats"][0]["room_id"] == 4242
+    assert {d["event_id"] for d in data["dead_letters"]} == {"x1", None}
+    chart = next(c for c in data["charts"] if c["name"] == "events_synced")
+    assert len(chart["series"]["24 h"]) == 24 and len(chart["series"]["7 days"]) >= 24
+    assert data["last_runs"][0]["status"] == "major" and data["last_runs"][0]["found"] == 13
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_health_page_in_headless_chromium(seeded, db, tmp_path):
+    import uvicorn
+    from fastapi import FastAPI
+
+    from chatsync.web import create_app
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed (make test installs it when missing)"
+    root = FastAPI()
+    root.mount("/chatsync", create_app(lambda: seeded))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(root, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "health.png"
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,1800"]
+        url = f"http://127.0.0.1:{port}/chatsync/health"
+        subprocess.run([chromium, *flags, f"--screenshot={shot}", url], check=True, capture_output=True, timeout=120)
+        dom = subprocess.run([chromium, *flags, "--dump-dom", url], check=True, capture_output=True, text=True,
+                             timeout=120).stdout
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    assert re.search(r'id="status">ALERTING<', dom)
+
+    def shown(name: str) -> str:
+        return re.search(rf"data-metric=\"{name}\"><span class=\"v\">([^<]*)<", dom).group(1)
+
+    open_total = db.execute("SELECT count(*) FROM (SELECT DISTINCT kind, room_id, user_id FROM chatsync.inconsistencies "
+                            "WHERE resolved_at IS NULL) k").fetchone()[0]
+    assert shown("open_inconsistencies") == str(open_total) == "14"
+    recent = db.execute("SELECT count(*) FROM chatsync.sync_log WHERE processed_at >= now() - interval '15 minutes'").fetchone()[0]
+    assert shown("events_synced") == str(recent)
+    assert "4242" in dom and "unknown event type" in dom and dom.count("<polyline") == 8
+
+
+def test_the_plugin_mounts_in_airflows_api_server(seeded, airflow_db, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("CHATSYNC_DATABASE_URL", seeded.database_url)
+    from airflow.api_fastapi.app import create_app as airflow_app
+    from airflow.plugins_manager import get_plugin_info
+
+    import chatsync_plugin
+
+    view = chatsync_plugin.ChatsyncPlugin.external_views[0]
+    assert view["href"] == "/chatsync/health" and view["category"] == "browse"
+    assert any(p["name"] == "chatsync" for p in get_plugin_info())
+    client = TestClient(airflow_app(apps="core"))
+    page = client.get("/chatsync/health")
+    assert page.status_code == 200 and "chatsync" in page.text and "inconsistency_count" in page.text
+    assert client.get("/chatsync/metrics").text.startswith("# HELP chatsync_")
