@@ -176,3 +176,16 @@ def test_health_dag_records_and_evaluates(db, clean_db, channels, dagbag):
     assert db.execute("SELECT condition, event, source FROM chatsync.alert_log").fetchall() == [
         ("inconsistency_count", "firing", "chat_sync_health")]
     assert "/dags/chat_sync_health/runs/" in channels.slack[0]["text"]  # a link to the run in the UI
+
+
+def test_a_run_past_its_timeout_is_reported_as_a_missed_deadline(channels):
+    from types import SimpleNamespace
+
+    from chatsync.airflow_support import on_dag_failure
+
+    on_dag_failure({"dag_run": SimpleNamespace(dag_id="chat_consistency_hourly", run_id="scheduled__2026-11-24T10:00"),
+                    "reason": "timed_out"})
+    [text] = [m["text"] for m in channels.slack]
+    assert "deadline_missed" in text and "ran past its deadline (dagrun_timeout)" in text
+    assert "/dags/chat_consistency_hourly/runs/scheduled__2026-11-24T10%3A00" in text
+    assert channels.mail[0]["Subject"] == "[chatsync] FAILED: deadline_missed"

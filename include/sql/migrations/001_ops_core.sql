@@ -72,12 +72,16 @@ CREATE INDEX metrics_name_time_idx ON {ops}.metrics (name, recorded_at);
 CREATE INDEX metrics_run_idx ON {ops}.metrics (run_id);
 
 -- Time to resolution of each resolved inconsistency: first detection of the (key, kind), by any
--- run, to the resolution by the run that repaired it (or found it gone).
+-- run, to its resolution: the end of the validation of the run that repaired it when that run
+-- was validated (the hourly pass), else the repair's commit (the event worker) or the run that
+-- found it gone.
 CREATE VIEW {ops}.resolution_times AS
-SELECT kind, room_id, user_id, resolved_by_run,
-       min(detected_at) AS first_detected_at,
-       max(resolved_at) AS resolved_at,
-       extract(epoch FROM max(resolved_at) - min(detected_at))::double precision AS seconds
-FROM {ops}.inconsistencies
-WHERE resolved_at IS NOT NULL
-GROUP BY kind, room_id, user_id, resolved_by_run;
+SELECT i.kind, i.room_id, i.user_id, i.resolved_by_run,
+       min(i.detected_at) AS first_detected_at,
+       max(coalesce(CASE WHEN r.status = 'validated' THEN r.finished_at END, i.resolved_at)) AS resolved_at,
+       extract(epoch FROM max(coalesce(CASE WHEN r.status = 'validated' THEN r.finished_at END, i.resolved_at))
+                          - min(i.detected_at))::double precision AS seconds
+FROM {ops}.inconsistencies AS i
+LEFT JOIN {ops}.runs AS r ON r.run_id = i.resolved_by_run
+WHERE i.resolved_at IS NOT NULL
+GROUP BY i.kind, i.room_id, i.user_id, i.resolved_by_run;
