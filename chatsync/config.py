@@ -54,6 +54,21 @@ class Settings:
     health_window_minutes: int = 15  # the window the thresholds are evaluated over
     alert_repeat_minutes: int = 60  # a condition still breached is re-sent after this (0: never)
 
+    # Maintenance: regressions, recurring keys, index care, retention (days, counted back from
+    # the end of the DAG run's data interval, so a backfill deletes what it would have then).
+    reports_dir: str = str(REPO_ROOT / "reports")
+    regression_factor: float = 1.5  # a day's figure above 1.5x its previous-7-days value
+    recurring_runs: int = 3  # a key found by this many runs in 7 days is escalated
+    reindex_max_leaf_density: float = 60.0  # a B-tree whose leaves are emptier than this % is rebuilt
+    reindex_min_bytes: int = 1_048_576  # smaller indexes are left alone
+    retention_batch_rows: int = 5000  # rows per delete transaction
+    retention_sync_log_days: int = 30
+    retention_dead_letters_days: int = 90
+    retention_metrics_days: int = 90
+    retention_alert_log_days: int = 180
+    retention_findings_days: int = 90  # resolved findings only
+    rollback_window_days: int = 30  # audit rows younger than this are kept (rollback needs them)
+
     # Transient-error retries inside one task/command (Airflow task retries come on top).
     retry_attempts: int = 5
     retry_base_seconds: float = 0.5
@@ -96,7 +111,10 @@ class Settings:
                 raise bad(name, "must be a positive whole number")
         if not 0 <= self.error_rate <= 1:
             raise bad("error_rate", "must be a fraction in [0, 1]")
-        for name in ("incremental_overlap_seconds", "workers", "error_rate_min_events", "alert_repeat_minutes", "detect_parallel_min_rows",
+        for name in ("incremental_overlap_seconds", "workers", "error_rate_min_events", "alert_repeat_minutes",
+                     "recurring_runs", "reindex_min_bytes", "retention_batch_rows", "retention_sync_log_days",
+                     "retention_dead_letters_days", "retention_metrics_days", "retention_alert_log_days",
+                     "retention_findings_days", "rollback_window_days", "detect_parallel_min_rows",
                      "repair_parallel_min_rows"):
             if getattr(self, name) < 0:
                 raise bad(name, "must not be negative")

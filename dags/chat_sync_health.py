@@ -8,6 +8,7 @@ window and sends one alert per condition when it starts, none while it lasts, on
 from datetime import timedelta
 
 import pendulum
+from airflow.timetables.interval import CronDataIntervalTimetable
 from airflow.sdk import dag, get_current_context, task
 
 from chatsync import health
@@ -16,7 +17,7 @@ from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, se
 
 @dag(
     dag_id="chat_sync_health",
-    schedule="*/5 * * * *",
+    schedule=CronDataIntervalTimetable("*/5 * * * *", timezone="UTC"),  # runs cover [start, end)
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

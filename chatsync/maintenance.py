@@ -1,0 +1,367 @@
+"""Maintenance, keyed by data interval: the daily review and the weekly care of the database.
+
+Every function takes the DAG run's [start, end) and reads only that interval (plus, for
+comparisons, the intervals before it), so an Airflow rerun or backfill gives the same report;
+what maintenance changes is recorded in maintenance_actions under its interval, so it is never
+done twice. Reports are stored in maintenance_reports (JSON + Markdown) and written as Markdown
+files under ``settings.reports_dir``; a report that needs a person raises one alert.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from chatsync import alerts
+from chatsync.config import Settings
+from chatsync.db import connection, sql_file
+from chatsync.diff import Scope, detect
+from chatsync.repair import repair
+
+log = logging.getLogger("chatsync.maintenance")
+J = sql.SQL
+
+
+def _ops(settings: Settings) -> sql.Identifier:
+    return sql.Identifier(settings.ops_schema)
+
+
+def _f(x, digits: int = 4):
+    return None if x is None else round(float(x), digits)
+
+
+# -- daily ----------------------------------------------------------------------------------------
+
+def sync_review(settings: Settings, start: datetime, end: datetime) -> dict:
+    ops, window = _ops(settings), {"start": start, "end": end}
+    with connection(settings) as conn:
+        failures = [{"type": t, "error_class": c, "count": n} for t, c, n in
+                    conn.execute(sql_file(settings, "maint_dead_letter_classes", ops=ops), window)]
+        by_type = [{"type": t, "outcome": o, "events": n, "redeliveries": r} for t, o, n, r in
+                   conn.execute(sql_file(settings, "maint_sync_by_type", ops=ops), window)]
+        slowest = [{"event_id": e, "type": t, "room_id": r, "user_id": u, "delay_s": _f(d)} for e, t, r, u, d in
+                   conn.execute(sql_file(settings, "maint_slowest_syncs", ops=ops), {**window, "limit": 10})]
+    events = sum(x["events"] for x in by_type)
+    dead = sum(x["count"] for x in failures)
+    return {"events": events, "dead_letters": dead,
+            "failure_rate": _f(dead / (events + dead)) if events + dead else None,
+            "redeliveries": sum(x["redeliveries"] for x in by_type),
+            "failures": failures, "by_type": by_type, "slowest": slowest}
+
+
+def _delays(conn, settings: Settings, start: datetime, end: datetime) -> dict:
+    n, pct = conn.execute(sql_file(settings, "maint_delay_percentiles", ops=_ops(settings)),
+                          {"start": start, "end": end}).fetchone()
+    pct = pct or [None, None, None]
+    return {"events": n, "p50_s": _f(pct[0]), "p95_s": _f(pct[1]), "p99_s": _f(pct[2])}
+
+
+def performance(settings: Settings, start: datetime, end: datetime) -> dict:
+    """The day's sync delays and run durations against the 7 days before; a figure more than
+    ``regression_factor`` times its baseline is a regression."""
+    from chatsync.health import figures
+
+    base_start = start - timedelta(days=7)
+    with connection(settings) as conn:
+        day, baseline = _delays(conn, settings, start, end), _delays(conn, settings, base_start, start)
+    steps_day = figures(settings, start, end, with_backlog=False)["step_seconds"]
+    steps_base = figures(settings, base_start, start, with_backlog=False)["step_seconds"]
+    regressions = []
+
+    def compare(name: str, value, base) -> None:
+        if value is not None and base and value > settings.regression_factor * base:
+            regressions.append({"metric": name, "value": value, "baseline": base,
+                                "ratio": round(value / base, 2)})
+
+    for key in ("p50_s", "p95_s", "p99_s"):
+        compare(f"sync_delay_{key}", day[key], baseline[key])
+    for step, v in steps_day.items():
+        compare(f"{step}_seconds_mean", v["mean"], (steps_base.get(step) or {}).get("mean"))
+    return {"sync_delay": day, "sync_delay_previous_7_days": baseline, "step_seconds": steps_day,
+            "step_seconds_previous_7_days": steps_base, "regressions": regressions}
+
+
+def resolve_open(settings: Settings, start: datetime, end: datetime) -> dict:
+    """Re-check every key still open at the end of the interval and repair what still differs
+    (the engine, scope keys); keys found by several runs over the last 7 days are escalated."""
+    ops = _ops(settings)
+    with connection(settings) as conn:
+        keys = conn.execute(sql_file(settings, "maint_open_keys", ops=ops), {"end": end}).fetchall()
+        recurring = [{"kind": k, "room_id": r, "user_id": u, "runs": n, "first": a, "last": b}
+                     for k, r, u, n, a, b in conn.execute(sql_file(settings, "maint_recurring_keys", ops=ops), {
+                         "since": end - timedelta(days=7), "end": end, "min_runs": settings.recurring_runs})]
+    out = {"open_keys": len(keys), "rechecked_run": None, "still_differing": 0, "repaired": 0,
+           "recurring": recurring}
+    if not keys:
+        return out
+    rooms = tuple(sorted({r for r, _, is_room in keys if is_room}))
+    participants = tuple(sorted({(r, u) for r, u, is_room in keys if not is_room}))
+    found = detect(settings, Scope("keys", rooms=rooms, participants=participants), triggered_by="maintenance:daily")
+    out.update(rechecked_run=found.run_id, still_differing=found.rows_to_change)
+    if found.rows_to_change:
+        out["repaired"] = repair(settings, found.run_id).repaired
+    with connection(settings) as conn:
+        conn.execute(J("UPDATE {}.runs SET status = %s, finished_at = now() WHERE run_id = %s").format(ops),
+                     ("repaired" if found.rows_to_change else "consistent", found.run_id))
+    return out
+
+
+def daily_review(settings: Settings, start: datetime, end: datetime) -> dict:
+    """The read-only half of the daily run: sync-log review and performance analysis."""
+    return jsonable({"sync_review": sync_review(settings, start, end), "performance": performance(settings, start, end)})
+
+
+def daily_report(settings: Settings, start: datetime, end: datetime, review: dict, resolution: dict) -> dict:
+    report = {"interval": [start.isoformat(), end.isoformat()], **review, "resolution": jsonable(resolution)}
+    attention = bool(report["performance"]["regressions"] or report["resolution"]["recurring"])
+    return _store(settings, "daily", start, end, report, _daily_markdown(report), attention)
+
+
+def daily(settings: Settings, start: datetime, end: datetime) -> dict:
+    return daily_report(settings, start, end, daily_review(settings, start, end), resolve_open(settings, start, end))
+
+
+def _daily_markdown(r: dict) -> str:
+    s, p, res = r["sync_review"], r["performance"], r["resolution"]
+    lines = [f"# chatsync daily report {r['interval'][0][:10]}", "",
+             "## Sync log review", f"- events synced: {s['events']}, dead letters: {s['dead_letters']}, "
+             f"failure rate: {s['failure_rate']}, redeliveries: {s['redeliveries']}", "",
+             "| event type | error class | count |", "|---|---|---|",
+             *[f"| {x['type']} | {x['error_class']} | {x['count']} |" for x in s["failures"]], "",
+             "| event type | outcome | events | redeliveries |", "|---|---|---|---|",
+             *[f"| {x['type']} | {x['outcome']} | {x['events']} | {x['redeliveries']} |" for x in s["by_type"]], "",
+             "Slowest syncs:", *[f"- {x['delay_s']} s — {x['type']} room {x['room_id']} user {x['user_id']} "
+                                 f"({x['event_id']})" for x in s["slowest"]], "",
+             "## Performance", f"- sync delay today: {p['sync_delay']}",
+             f"- previous 7 days: {p['sync_delay_previous_7_days']}",
+             *([f"- **regression** {x['metric']}: {x['value']} vs {x['baseline']} ({x['ratio']}×)"
+                for x in p["regressions"]] or ["- no regression"]), "",
+             "## Open inconsistencies", f"- open keys re-checked: {res['open_keys']}, still differing: "
+             f"{res['still_differing']}, repaired: {res['repaired']} (run {res['rechecked_run']})",
+             *([f"- **recurring** {x['kind']} room {x['room_id']} user {x['user_id']}: found by {x['runs']} runs"
+                for x in res["recurring"]] or ["- no recurring key"])]
+    return "\n".join(lines) + "\n"
+
+
+# -- weekly ---------------------------------------------------------------------------------------
+
+def error_review(settings: Settings, start: datetime, end: datetime) -> dict:
+    with connection(settings) as conn:
+        rows = conn.execute(sql_file(settings, "maint_week_errors", ops=_ops(settings)),
+                            {"start": start, "end": end}).fetchall()
+    return {"top_errors": [{"error_class": c, "this_week": a, "previous_week": b,
+                            "trend": "new" if not b else f"{(a - b) / b:+.0%}"} for c, a, b in rows]}
+
+
+def _care_tables(settings: Settings) -> list[str]:
+    from chatsync.mapping import load_mapping
+
+    m = load_mapping(settings.mapping_path)
+    ops = settings.ops_schema
+    return [m["chat_rooms"].qualified, m["chat_participants"].qualified,
+            *(f"{ops}.{t}" for t in ("runs", "inconsistencies", "repair_audit", "sync_log", "dead_letters",
+                                     "metrics", "metric_buckets", "alert_log"))]
+
+
+def _leaf_density(conn, index: str) -> float | None:
+    try:
+        with conn.transaction():
+            density = conn.execute("SELECT avg_leaf_density FROM pgstatindex(%s::regclass)", (index,)).fetchone()[0]
+            return None if density is None or density != density else float(density)  # NaN: no leaf page yet
+    except Exception as exc:  # noqa: BLE001 - an empty index or no pgstattuple: bloat unknown
+        log.info("no leaf density for %s: %s", index, exc)
+        return None
+
+
+def index_care(settings: Settings, start: datetime) -> dict:
+    """Bloat (pgstattuple's leaf density), unused and duplicate indexes; REINDEX CONCURRENTLY the
+    bloated B-trees (once per week, even on a rerun), then ANALYZE."""
+    tables = _care_tables(settings)
+    ops = _ops(settings)
+    out: dict = {"reindexed": [], "failed": [], "unused": [], "duplicates": [], "bloat_measured": True}
+    with connection(settings, autocommit=True) as conn:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+        except Exception as exc:  # noqa: BLE001 - not allowed for this role: report, skip reindex
+            out["bloat_measured"] = False
+            out["bloat_note"] = f"pgstattuple unavailable ({str(exc).strip()}): bloat not measured"
+        indexes = [dict(zip(("index", "table", "unique", "primary", "bytes", "scans", "am", "signature"), r))
+                   for r in conn.execute(sql_file(settings, "maint_indexes"), {"tables": tables})]
+        seen: dict[str, str] = {}
+        for ix in indexes:
+            if ix["signature"] in seen:
+                out["duplicates"].append({"index": ix["index"], "same_as": seen[ix["signature"]]})
+            seen.setdefault(ix["signature"], ix["index"])
+            if ix["scans"] == 0 and not (ix["unique"] or ix["primary"]):
+                out["unused"].append({"index": ix["index"], "bytes": ix["bytes"]})
+            ix["leaf_density"] = _leaf_density(conn, ix["index"]) if out["bloat_measured"] and ix["am"] == "btree" else None
+        for ix in indexes:
+            density = ix["leaf_density"]
+            if density is None or density >= settings.reindex_max_leaf_density or ix["bytes"] < settings.reindex_min_bytes:
+                continue
+            done = conn.execute(J("SELECT details FROM {}.maintenance_actions WHERE kind = 'weekly' AND "
+                                  "interval_start = %s AND action = 'reindex' AND target = %s").format(ops),
+                                (start, ix["index"])).fetchone()
+            if done:
+                out["reindexed"].append({**done[0], "already_done": True})
+                continue
+            t0 = time.perf_counter()
+            try:
+                schema, name = ix["index"].split(".", 1)
+                conn.execute(J("REINDEX INDEX CONCURRENTLY {}").format(sql.Identifier(schema, name)))
+            except Exception as exc:  # noqa: BLE001 - one index failing must not stop the others
+                out["failed"].append({"index": ix["index"], "error": str(exc).strip()})
+                continue
+            after = conn.execute("SELECT pg_relation_size(%s::regclass)", (ix["index"],)).fetchone()[0]
+            details = {"index": ix["index"], "leaf_density": _f(density, 1), "bytes_before": ix["bytes"],
+                       "bytes_after": after, "seconds": elapsed(t0)}
+            conn.execute(J("INSERT INTO {}.maintenance_actions (kind, interval_start, action, target, details) "
+                           "VALUES ('weekly', %s, 'reindex', %s, %s) ON CONFLICT DO NOTHING").format(ops),
+                         (start, ix["index"], Jsonb(details)))
+            out["reindexed"].append(details)
+        for table in tables:
+            schema, name = table.split(".", 1)
+            conn.execute(J("ANALYZE {}").format(sql.Identifier(schema, name)))
+    out["indexes"] = [{k: ix[k] for k in ("index", "table", "bytes", "scans", "leaf_density")} for ix in indexes]
+    out["analyzed"] = tables
+    return out
+
+
+def _retention_rules(settings: Settings) -> list[tuple[str, int, sql.Composable]]:
+    """(table, days, condition on alias a with %(cutoff)s): what may go, and what must stay."""
+    ops = _ops(settings)
+    return [
+        ("sync_log", settings.retention_sync_log_days, J("a.processed_at < %(cutoff)s")),
+        ("dead_letters", settings.retention_dead_letters_days, J("a.received_at < %(cutoff)s")),
+        ("metrics", settings.retention_metrics_days, J("a.recorded_at < %(cutoff)s")),
+        ("metric_buckets", settings.retention_metrics_days, J("a.bucket_start < %(cutoff)s")),
+        ("alert_log", settings.retention_alert_log_days, J("a.sent_at < %(cutoff)s")),
+        ("inconsistencies", settings.retention_findings_days,
+         J("a.resolved_at IS NOT NULL AND a.resolved_at < %(cutoff)s")),
+        # the audit outlives the rollback window, and any key an open inconsistency still names
+        ("repair_audit", settings.rollback_window_days, J(
+            "a.changed_at < %(cutoff)s AND NOT EXISTS (SELECT 1 FROM {}.inconsistencies AS o WHERE "
+            "o.resolved_at IS NULL AND o.room_id = a.room_id AND o.user_id IS NOT DISTINCT FROM a.user_id)").format(ops)),
+    ]
+
+
+def retention(settings: Settings, start: datetime, end: datetime) -> dict:
+    ops = _ops(settings)
+    deleted: dict[str, dict] = {}
+    for table, days, condition in _retention_rules(settings):
+        cutoff = end - timedelta(days=days)
+        statement = sql_file(settings, "maint_delete_batch", table=sql.Identifier(settings.ops_schema, table),
+                             condition=condition)
+        total, batches, t0 = 0, 0, time.perf_counter()
+        while True:
+            with connection(settings) as conn:
+                n = conn.execute(statement, {"cutoff": cutoff, "batch": settings.retention_batch_rows}).rowcount
+            total += max(n, 0)
+            batches += 1
+            if n < settings.retention_batch_rows:
+                break
+        deleted[table] = {"older_than": cutoff.isoformat(), "deleted": total, "batches": batches,
+                          "seconds": elapsed(t0)}
+        if total:
+            with connection(settings) as conn:
+                conn.execute(J("INSERT INTO {}.maintenance_actions (kind, interval_start, action, target, details) "
+                               "VALUES ('weekly', %s, 'delete', %s, %s) ON CONFLICT (kind, interval_start, action, "
+                               "target) DO UPDATE SET details = jsonb_set(maintenance_actions.details, '{{deleted}}', "
+                               "to_jsonb((maintenance_actions.details->>'deleted')::bigint + %s))").format(ops),
+                             (start, table, Jsonb(deleted[table]), total))
+    deleted["gx_results"] = _gx_results_cleanup(settings, end - timedelta(days=settings.retention_metrics_days))
+    return deleted
+
+
+def _gx_results_cleanup(settings: Settings, cutoff: datetime) -> dict:
+    folder = Path(settings.gx_dir) / "gx" / "uncommitted" / "validations"
+    removed = 0
+    if folder.is_dir():
+        for path in folder.rglob("*.json"):
+            if path.stat().st_mtime < cutoff.timestamp():
+                path.unlink()
+                removed += 1
+    return {"older_than": cutoff.isoformat(), "deleted": removed}
+
+
+def weekly_report(settings: Settings, start: datetime, end: datetime, errors: dict, indexes: dict,
+                  cleanup: dict) -> dict:
+    report = {"interval": [start.isoformat(), end.isoformat()], "errors": errors, "indexes": indexes,
+              "retention": cleanup}
+    return _store(settings, "weekly", start, end, report, _weekly_markdown(report), bool(indexes["failed"]))
+
+
+def weekly(settings: Settings, start: datetime, end: datetime) -> dict:
+    return weekly_report(settings, start, end, error_review(settings, start, end), index_care(settings, start),
+                         retention(settings, start, end))
+
+
+def _weekly_markdown(r: dict) -> str:
+    e, ix, ret = r["errors"], r["indexes"], r["retention"]
+    lines = [f"# chatsync weekly report {r['interval'][0][:10]} .. {r['interval'][1][:10]}", "",
+             "## Errors of the week", "| error class | this week | previous week | trend |", "|---|---|---|---|",
+             *[f"| {x['error_class']} | {x['this_week']} | {x['previous_week']} | {x['trend']} |" for x in e["top_errors"]],
+             "", "## Indexes", ix.get("bloat_note", "bloat measured with pgstattuple (avg_leaf_density)"),
+             *([f"- rebuilt {x['index']}: leaf density {x.get('leaf_density')} %, {x.get('bytes_before')} → "
+                f"{x.get('bytes_after')} bytes" for x in ix["reindexed"]] or ["- nothing to rebuild"]),
+             *[f"- unused (0 scans): {x['index']} ({x['bytes']} bytes)" for x in ix["unused"]],
+             *[f"- duplicate: {x['index']} = {x['same_as']}" for x in ix["duplicates"]],
+             *[f"- **reindex failed** {x['index']}: {x['error']}" for x in ix["failed"]],
+             f"- analyzed: {', '.join(ix['analyzed'])}", "", "## Retention",
+             "| table | older than | deleted | batches |", "|---|---|---|---|",
+             *[f"| {t} | {v['older_than'][:10]} | {v['deleted']} | {v.get('batches', '')} |" for t, v in ret.items()]]
+    return "\n".join(lines) + "\n"
+
+
+# -- storage ----------------------------------------------------------------------------------------
+
+def _store(settings: Settings, kind: str, start: datetime, end: datetime, report: dict, markdown: str,
+           attention: bool) -> dict:
+    with connection(settings) as conn:
+        conn.execute(J(
+            "INSERT INTO {}.maintenance_reports (kind, interval_start, interval_end, report, markdown, attention) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (kind, interval_start) DO UPDATE SET "
+            "interval_end = EXCLUDED.interval_end, report = EXCLUDED.report, markdown = EXCLUDED.markdown, "
+            "attention = EXCLUDED.attention, written_at = clock_timestamp()").format(_ops(settings)),
+            (kind, start, end, Jsonb(jsonable(report)), markdown, attention))
+    path = Path(settings.reports_dir) / kind / f"{start:%Y-%m-%d}.md"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(markdown)
+    except OSError as exc:  # the database copy is the record; the file is a convenience
+        log.warning("could not write %s: %s", path, exc)
+    if attention:
+        alerts.notify(f"maintenance_{kind}", f"{kind} maintenance of {start:%Y-%m-%d} needs attention: "
+                      + "; ".join(_attention_lines(report)), interval_start=start.isoformat())
+    return {"kind": kind, "interval_start": start.isoformat(), "attention": attention, "path": str(path),
+            "report": jsonable(report)}
+
+
+def _attention_lines(report: dict) -> list[str]:
+    out = []
+    for x in report.get("performance", {}).get("regressions", []):
+        out.append(f"regression {x['metric']} {x['value']} vs {x['baseline']}")
+    for x in report.get("resolution", {}).get("recurring", []):
+        out.append(f"recurring {x['kind']} room {x['room_id']} user {x['user_id']} ({x['runs']} runs)")
+    for x in report.get("indexes", {}).get("failed", []):
+        out.append(f"reindex failed {x['index']}: {x['error']}")
+    return out[:20]
+
+
+def jsonable(value):
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def elapsed(t0: float) -> float:
+    return round(time.perf_counter() - t0, 3)
