@@ -291,6 +291,7 @@ def _gx_results_cleanup(settings: Settings, cutoff: datetime) -> dict:
 
 def weekly_report(settings: Settings, start: datetime, end: datetime, errors: dict, indexes: dict,
                   cleanup: dict) -> dict:
+    record_table_sizes(settings, "weekly", start)
     report = {"interval": [start.isoformat(), end.isoformat()], "errors": errors, "indexes": indexes,
               "retention": cleanup}
     return _store(settings, "weekly", start, end, report, _weekly_markdown(report), bool(indexes["failed"]))
@@ -316,6 +317,166 @@ def _weekly_markdown(r: dict) -> str:
              "| table | older than | deleted | batches |", "|---|---|---|---|",
              *[f"| {t} | {v['older_than'][:10]} | {v['deleted']} | {v.get('batches', '')} |" for t, v in ret.items()]]
     return "\n".join(lines) + "\n"
+
+
+# -- capacity (weekly and monthly) ------------------------------------------------------------------
+
+def record_table_sizes(settings: Settings, kind: str, start: datetime) -> None:
+    with connection(settings) as conn:
+        conn.execute(sql_file(settings, "maint_record_table_sizes", ops=_ops(settings)),
+                     {"kind": kind, "start": start, "tables": _care_tables(settings)})
+
+
+def capacity(settings: Settings, horizon_days: int = 90) -> dict:
+    """Each table's size now, its growth per day over the measurements so far (least squares) and
+    the size that growth projects in `horizon_days`."""
+    with connection(settings) as conn:
+        rows = conn.execute(sql_file(settings, "maint_table_growth", ops=_ops(settings))).fetchall()
+    series: dict[str, list[tuple[datetime, int]]] = {}
+    for table, at, size, _ in rows:
+        series.setdefault(table, []).append((at, size))
+    out = {}
+    for table, points in series.items():
+        xs = [(at - points[0][0]).total_seconds() / 86400 for at, _ in points]
+        ys = [size for _, size in points]
+        slope = None
+        if len(points) >= 2 and xs[-1] > 0:
+            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+            den = sum((x - mx) ** 2 for x in xs)
+            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else None
+        out[table] = {"bytes_now": ys[-1], "measurements": len(points),
+                      "bytes_per_day": None if slope is None else round(slope),
+                      f"projected_bytes_in_{horizon_days}_days":
+                          None if slope is None else max(round(ys[-1] + slope * horizon_days), 0)}
+    return out
+
+
+# -- monthly --------------------------------------------------------------------------------------------
+
+def full_audit(settings: Settings, start: datetime, end: datetime) -> dict:
+    """Scope full, detect only, then the GX suite over the whole chat side with its Data Docs."""
+    from chatsync.engine import validate_run
+
+    found = detect(settings, Scope("full"), triggered_by="maintenance:monthly")
+    validation = validate_run(settings, found.run_id)
+    return {"run_id": found.run_id, "counts": found.counts, "rows_to_change": found.rows_to_change,
+            "total_rows": found.total_rows, "seconds": round(found.seconds, 3),
+            "validation": {"passed": validation["passed"], "evaluated": validation["evaluated"],
+                           "failed": [f"{f['expectation']} on {f['table']}" for f in validation["failed"]],
+                           "docs_index": validation.get("docs_index")}}
+
+
+def month_review(settings: Settings, start: datetime, end: datetime) -> dict:
+    with connection(settings) as conn:
+        days = [{"day": d.date().isoformat(), "events": _f(e, 0), "dead_letters": _f(x, 0), "delay_p95_s": _f(p),
+                 "open_max": _f(o, 0)} for d, e, x, p, o in
+                conn.execute(sql_file(settings, "maint_month_daily", ops=_ops(settings)), {"start": start, "end": end})]
+
+    def trend(key: str):
+        values = [d[key] for d in days if d[key] is not None]
+        if len(values) < 2:
+            return None
+        half = len(values) // 2
+        first, second = sum(values[:half]) / half, sum(values[half:]) / (len(values) - half)
+        return None if not first else round(second / first - 1, 3)
+
+    return {"days": days, "trend": {k: trend(k) for k in ("events", "dead_letters", "delay_p95_s", "open_max")}}
+
+
+def _charts(folder: Path, review: dict, cap: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    made = []
+    days = review["days"]
+    for key, title in (("events", "events synced per day"), ("delay_p95_s", "sync delay p95 (s), daily mean")):
+        fig, ax = plt.subplots(figsize=(7, 2.6))
+        ax.plot([d["day"][5:] for d in days], [d[key] or 0 for d in days], marker=".")
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+        fig.tight_layout()
+        name = f"{key}.png"
+        fig.savefig(folder / name, dpi=90)
+        plt.close(fig)
+        made.append(name)
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    tables = sorted(cap, key=lambda t: -cap[t]["bytes_now"])[:8]
+    ax.barh([t.split(".")[-1] for t in tables], [cap[t]["bytes_now"] / 2**20 for t in tables])
+    ax.set_title("table size now (MiB)")
+    fig.tight_layout()
+    fig.savefig(folder / "table_sizes.png", dpi=90)
+    plt.close(fig)
+    made.append("table_sizes.png")
+    return made
+
+
+def monthly_report(settings: Settings, start: datetime, end: datetime, audit: dict) -> dict:
+    record_table_sizes(settings, "monthly", start)
+    review, cap = month_review(settings, start, end), capacity(settings)
+    report = {"interval": [start.isoformat(), end.isoformat()], "audit": audit, "review": review, "capacity": cap}
+    folder = Path(settings.reports_dir) / "monthly" / f"{start:%Y-%m}"
+    folder.mkdir(parents=True, exist_ok=True)
+    report["charts"] = _charts(folder, review, cap)
+    markdown = _monthly_markdown(report)
+    (folder / "report.html").write_text(_html(markdown, f"chatsync monthly report {start:%Y-%m}"))
+    attention = not audit["validation"]["passed"]
+    out = _store(settings, "monthly", start, end, report, markdown, attention)
+    (folder / "report.md").write_text(markdown)
+    return {**out, "folder": str(folder)}
+
+
+def _monthly_markdown(r: dict) -> str:
+    a, v, rev, cap = r["audit"], r["audit"]["validation"], r["review"], r["capacity"]
+    horizon = next((k for k in next(iter(cap.values()), {}) if k.startswith("projected")), "projected")
+    lines = [f"# chatsync monthly report {r['interval'][0][:7]}", "",
+             "## Full consistency audit",
+             f"- run {a['run_id']}: {a['rows_to_change']} rows differ of {a['total_rows']} ({a['seconds']} s)",
+             *[f"- {k}: {n}" for k, n in a["counts"].items() if n],
+             f"- Great Expectations: {'passed' if v['passed'] else 'FAILED'} ({v['evaluated']} expectations)"
+             + "".join(f"; failed {x}" for x in v["failed"]), f"- Data Docs: {v['docs_index']}", "",
+             "## Performance of the month", f"- trends (second half vs first half): {rev['trend']}", "",
+             "| day | events | dead letters | delay p95 (s) | open (max) |", "|---|---|---|---|---|",
+             *[f"| {d['day']} | {d['events']} | {d['dead_letters']} | {d['delay_p95_s']} | {d['open_max']} |"
+               for d in rev["days"]], "", "![events](events.png)", "![delay](delay_p95_s.png)", "",
+             "## Capacity", f"| table | bytes now | bytes/day | {horizon.replace('_', ' ')} |", "|---|---|---|---|",
+             *[f"| {t} | {c['bytes_now']} | {c['bytes_per_day']} | {c.get(horizon)} |" for t, c in sorted(cap.items())],
+             "", "![table sizes](table_sizes.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _html(markdown: str, title: str) -> str:
+    """A small Markdown → HTML for the report's own constructs (headings, lists, tables, images)."""
+    import html as h
+    import re
+
+    out, in_table = [], False
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-"):
+                continue
+            tag = "th" if not in_table else "td"
+            out.append(("<table>" if not in_table else "") + "<tr>" + "".join(f"<{tag}>{h.escape(c)}</{tag}>" for c in cells) + "</tr>")
+            in_table = True
+            continue
+        if in_table:
+            out.append("</table>")
+            in_table = False
+        if m := re.match(r"^(#+) (.*)", line):
+            out.append(f"<h{len(m.group(1))}>{h.escape(m.group(2))}</h{len(m.group(1))}>")
+        elif m := re.match(r"^!\[(.*)\]\((.*)\)$", line):
+            out.append(f"<img alt='{h.escape(m.group(1))}' src='{h.escape(m.group(2))}'>")
+        elif line.startswith("- "):
+            out.append(f"<li>{h.escape(line[2:])}</li>")
+        elif line:
+            out.append(f"<p>{h.escape(line)}</p>")
+    if in_table:
+        out.append("</table>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{h.escape(title)}</title><style>"
+            "body{font-family:sans-serif;margin:24px} td,th{border:1px solid #ccc;padding:2px 6px}"
+            "table{border-collapse:collapse}</style></head><body>" + "\n".join(out) + "</body></html>")
 
 
 # -- storage ----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -76,7 +77,9 @@ def snapshot(settings: Settings, now: datetime | None = None) -> dict:
         frozen = [{"room_id": r[0], "since": r[1]} for r in conn.execute(sql_file(
             settings, "web_frozen_chats", chat_rooms=chat_rooms.ident, room_id=chat_rooms.col("room_id"),
             updated_at=chat_rooms.col("updated_at"), writes_frozen=chat_rooms.col("writes_frozen")), {"limit": 50})]
+    monthly = sorted(Path(settings.reports_dir).glob("monthly/*/report.html"))
     return {"generated_at": now.isoformat(), "window_minutes": settings.health_window_minutes,
+            "latest_monthly_report": monthly[-1].parent.name if monthly else None,
             "healthy": not any(s["firing"] for s in state), "alerts": state, "figures": f, "charts": charts,
             "last_runs": runs, "dead_letters": dead, "frozen_chats": frozen}
 
@@ -180,6 +183,9 @@ def render(snap: dict) -> str:
         + "".join(f"<div><span class='span'>{span}</span>{_svg(c['series'][span])}</div>" for span, _, _ in SPANS)
         + "</div>" for c in snap["charts"])
     open_rows = [{"kind": k, "open": v} for k, v in f["open_inconsistencies"].items() if v]
+    month = snap.get("latest_monthly_report")
+    report_link = (f"<p><a id='monthly-report' href='reports/monthly/{html.escape(month)}/report.html'>monthly "
+                   f"operations report {html.escape(month)}</a></p>") if month else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>chatsync health</title>
 <style>body{{font-family:sans-serif;margin:24px;color:#1a202c}} h1 span{{padding:2px 10px;border-radius:4px}}
 .healthy{{background:#c6f6d5}} .ALERTING{{background:#fed7d7}} table{{border-collapse:collapse;margin:8px 0}}
@@ -187,7 +193,7 @@ td,th{{border:1px solid #cbd5e0;padding:3px 8px;font-size:13px;text-align:left}}
 .metric{{border:1px solid #cbd5e0;border-radius:6px;padding:8px 12px;min-width:130px}} .metric .v{{display:block;font-size:22px}}
 .metric .n{{font-size:11px;color:#4a5568}} .charts{{display:flex;flex-wrap:wrap;gap:16px}} .axis{{font-size:9px;fill:#718096}}
 .span{{font-size:11px;color:#4a5568;display:block}} .none{{color:#718096}}</style></head><body>
-<h1>chatsync <span class="{status}" id="status">{status}</span></h1>
+<h1>chatsync <span class="{status}" id="status">{status}</span></h1>{report_link}
 <p>generated {html.escape(snap['generated_at'])}; window: last {snap['window_minutes']} minutes</p>
 <h2>Alert conditions</h2>{alerts}
 <h2>Metrics (last {snap['window_minutes']} minutes)</h2><div class="metrics">{metrics}</div>
@@ -214,6 +220,17 @@ def create_app(settings_provider=settings_for_web):
         import json
 
         return JSONResponse(json.loads(json.dumps(snapshot(settings_provider()), default=str)))
+
+    @app.get("/reports/monthly/{month}/{name}")
+    def monthly_report_file(month: str, name: str):
+        from fastapi import HTTPException
+        from fastapi.responses import FileResponse
+
+        folder = (Path(settings_provider().reports_dir) / "monthly").resolve()
+        path = (folder / month / name).resolve()
+        if not path.is_file() or folder not in path.parents:  # nothing outside the reports folder
+            raise HTTPException(status_code=404, detail="no such report file")
+        return FileResponse(path)
 
     @app.get("/metrics")
     def metrics() -> Response:

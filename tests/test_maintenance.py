@@ -163,3 +163,51 @@ def test_a_three_week_backfill_writes_three_reports(db, clean_db, reports, dagba
                                        "WHERE kind = 'weekly' ORDER BY 1")]
     assert starts == weeks
     assert sorted(p.name for p in (reports / "weekly").iterdir()) == [f"{w:%Y-%m-%d}.md" for w in weeks]
+
+
+MONTH = datetime(2026, 10, 1, tzinfo=timezone.utc)
+
+
+def test_monthly_audit_review_capacity_and_report_files(db, clean_db, reports, dagbag, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from chatsync import health
+    from chatsync.simulate import simulate
+    from chatsync.web import create_app
+
+    monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)
+    report_sim = simulate(clean_db, rooms=30, members=10, drift=0.03, seed=6)
+    for day in range(0, 31, 3):  # a bucket every third day of the month, growing traffic
+        start = MONTH + timedelta(days=day, hours=12)
+        _sync(db, start, 10 + day, 0.2, f"m{day}-")
+        health.record_bucket(clean_db, start, start + timedelta(minutes=5) + timedelta(seconds=10 * (10 + day)))
+    db.execute("INSERT INTO chatsync.table_sizes (kind, interval_start, table_name, bytes, row_estimate, measured_at) "
+               "VALUES ('weekly', %s, 'chat.chat_participants', 100000, 1000, %s)", (MONTH, MONTH + timedelta(days=2)))
+
+    dag_run = run_for(dagbag.get_dag("chat_maintenance_monthly"), MONTH, timedelta(days=31))
+    assert dag_run.state == "success"
+    report, attention = db.execute("SELECT report, attention FROM chatsync.maintenance_reports "
+                                   "WHERE kind = 'monthly'").fetchone()
+    audit = report["audit"]
+    assert audit["counts"] == report_sim.injected and audit["rows_to_change"] == report_sim.changed_keys
+    assert audit["validation"]["passed"] is False and audit["validation"]["docs_index"].endswith("index.html")
+    assert attention is True
+    assert sides_equal(db)["participants"] > 0  # an audit detects; it does not repair
+    days = report["review"]["days"]
+    assert [d["events"] for d in days] == [10 + d for d in range(0, 31, 3)]
+    assert report["review"]["trend"]["events"] > 0
+    growth = report["capacity"]["chat.chat_participants"]
+    assert growth["measurements"] == 2 and growth["bytes_per_day"] is not None
+    folder = reports / "monthly" / "2026-10"
+    for name in ("events.png", "delay_p95_s.png", "table_sizes.png"):
+        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (folder / "report.md").read_text()
+    assert "## Full consistency audit" in markdown and "FAILED" in markdown and "![events](events.png)" in markdown
+    html = (folder / "report.html").read_text()
+    assert "<img alt='events' src='events.png'>" in html and "<table>" in html
+
+    client = TestClient(create_app(lambda: clean_db.__class__.from_env(database_url=clean_db.database_url)))
+    page = client.get("/health").text
+    assert "href='reports/monthly/2026-10/report.html'" in page
+    assert client.get("/reports/monthly/2026-10/report.html").text == html
+    assert client.get("/reports/monthly/2026-10/..%2F..%2Fdaily").status_code == 404
