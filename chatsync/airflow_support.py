@@ -134,6 +134,14 @@ def ui_link(context) -> str:
     return f"{base}/dags/{dag_run.dag_id}/runs/{quote(dag_run.run_id)}" if dag_run else base
 
 
+def data_interval():
+    """(start, end) of the running task's DAG run: what maintenance and health work on."""
+    from airflow.sdk import get_current_context
+
+    ctx = get_current_context()
+    return ctx["data_interval_start"], ctx["data_interval_end"]
+
+
 def run_label(context) -> str:
     dag_run = context.get("dag_run")
     return f"airflow:{dag_run.dag_id}/{dag_run.run_id}" if dag_run else "airflow"

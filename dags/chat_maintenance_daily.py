@@ -10,15 +10,10 @@ from datetime import timedelta
 
 import pendulum
 from airflow.timetables.interval import CronDataIntervalTimetable
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import dag, task
 
 from chatsync import maintenance
-from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, settings_from_airflow
-
-
-def _interval():
-    ctx = get_current_context()
-    return ctx["data_interval_start"], ctx["data_interval_end"]
+from chatsync.airflow_support import DEFAULT_ARGS, data_interval, fail_fast, on_dag_failure, settings_from_airflow
 
 
 @dag(
@@ -37,17 +32,17 @@ def chat_maintenance_daily():
     @task
     @fail_fast
     def review() -> dict:
-        return maintenance.daily_review(settings_from_airflow(), *_interval())
+        return maintenance.daily_review(settings_from_airflow(), *data_interval())
 
     @task
     @fail_fast
     def resolve() -> dict:
-        return maintenance.jsonable(maintenance.resolve_open(settings_from_airflow(), *_interval()))
+        return maintenance.jsonable(maintenance.resolve_open(settings_from_airflow(), *data_interval()))
 
     @task
     @fail_fast
     def report(review: dict, resolution: dict) -> dict:
-        out = maintenance.daily_report(settings_from_airflow(), *_interval(), review, resolution)
+        out = maintenance.daily_report(settings_from_airflow(), *data_interval(), review, resolution)
         return {"path": out["path"], "attention": out["attention"]}
 
     report(review(), resolve())

@@ -9,16 +9,11 @@ from the health page).
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from chatsync import maintenance
-from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, settings_from_airflow
-
-
-def _interval():
-    ctx = get_current_context()
-    return ctx["data_interval_start"], ctx["data_interval_end"]
+from chatsync.airflow_support import DEFAULT_ARGS, data_interval, fail_fast, on_dag_failure, settings_from_airflow
 
 
 @dag(
@@ -37,12 +32,12 @@ def chat_maintenance_monthly():
     @task
     @fail_fast
     def audit() -> dict:
-        return maintenance.full_audit(settings_from_airflow(), *_interval())
+        return maintenance.full_audit(settings_from_airflow(), *data_interval())
 
     @task
     @fail_fast
     def report(audit: dict) -> dict:
-        out = maintenance.monthly_report(settings_from_airflow(), *_interval(), audit)
+        out = maintenance.monthly_report(settings_from_airflow(), *data_interval(), audit)
         return {"folder": out["folder"], "attention": out["attention"]}
 
     report(audit())

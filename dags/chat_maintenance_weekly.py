@@ -10,15 +10,10 @@ from datetime import timedelta
 
 import pendulum
 from airflow.timetables.interval import CronDataIntervalTimetable
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import dag, task
 
 from chatsync import maintenance
-from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, settings_from_airflow
-
-
-def _interval():
-    ctx = get_current_context()
-    return ctx["data_interval_start"], ctx["data_interval_end"]
+from chatsync.airflow_support import DEFAULT_ARGS, data_interval, fail_fast, on_dag_failure, settings_from_airflow
 
 
 @dag(
@@ -37,22 +32,22 @@ def chat_maintenance_weekly():
     @task
     @fail_fast
     def errors() -> dict:
-        return maintenance.error_review(settings_from_airflow(), *_interval())
+        return maintenance.error_review(settings_from_airflow(), *data_interval())
 
     @task
     @fail_fast
     def indexes() -> dict:
-        return maintenance.jsonable(maintenance.index_care(settings_from_airflow(), _interval()[0]))
+        return maintenance.jsonable(maintenance.index_care(settings_from_airflow(), data_interval()[0]))
 
     @task
     @fail_fast
     def retention() -> dict:
-        return maintenance.retention(settings_from_airflow(), *_interval())
+        return maintenance.retention(settings_from_airflow(), *data_interval())
 
     @task
     @fail_fast
     def report(errors: dict, indexes: dict, cleanup: dict) -> dict:
-        out = maintenance.weekly_report(settings_from_airflow(), *_interval(), errors, indexes, cleanup)
+        out = maintenance.weekly_report(settings_from_airflow(), *data_interval(), errors, indexes, cleanup)
         return {"path": out["path"], "attention": out["attention"]}
 
     e, i = errors(), indexes()

@@ -12,7 +12,8 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from airflow.sdk import dag, get_current_context, task
 
 from chatsync import health
-from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, settings_from_airflow, ui_link
+from chatsync.airflow_support import (DEFAULT_ARGS, data_interval, fail_fast, on_dag_failure,
+                                      settings_from_airflow, ui_link)
 
 
 @dag(
@@ -31,8 +32,7 @@ def chat_sync_health():
     @task
     @fail_fast
     def record_bucket() -> dict:
-        ctx = get_current_context()
-        out = health.record_bucket(settings_from_airflow(), ctx["data_interval_start"], ctx["data_interval_end"])
+        out = health.record_bucket(settings_from_airflow(), *data_interval())
         return {"bucket_start": out["bucket_start"], "metrics": out["metrics"]}
 
     @task
