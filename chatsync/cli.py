@@ -151,6 +151,20 @@ def cmd_publish(args) -> tuple[int, dict]:
     return EXIT_OK, {"stream": settings.events_stream, "entry_id": entry}
 
 
+def cmd_freeze(args) -> tuple[int, dict]:
+    from chatsync.freeze import freeze
+
+    import getpass
+
+    return EXIT_OK, freeze(settings_for_cli(), [args.room_id], args.reason, args.ttl, by=f"cli:{getpass.getuser()}")
+
+
+def cmd_unfreeze(args) -> tuple[int, dict]:
+    from chatsync.freeze import unfreeze
+
+    return EXIT_OK, unfreeze(settings_for_cli(), [args.room_id])
+
+
 def cmd_bench(args) -> tuple[int, dict]:
     from chatsync.bench import run_bench
 
@@ -215,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("type", help="event type, e.g. room.participant.added")
     p.add_argument("room_id", type=_positive_int)
     p.add_argument("user_id", type=_positive_int, nargs="?")
+
+    p = add("freeze", cmd_freeze, "stop writes on a chat room (a lease that ends by itself)")
+    p.add_argument("room_id", type=_positive_int)
+    p.add_argument("--reason", required=True, help="why (shown to operators and in alerts)")
+    p.add_argument("--ttl", type=_positive_int, default=3600, help="lease in seconds (default 3600)")
+
+    p = add("unfreeze", cmd_unfreeze, "resume writes on a chat room")
+    p.add_argument("room_id", type=_positive_int)
 
     p = add("bench", cmd_bench, "time detect/repair against a bare FULL OUTER JOIN and pandas")
     p.add_argument("--participants", type=_positive_int, default=1_000_000)

@@ -2,7 +2,8 @@
 
 record_bucket stores the metrics of the run's data interval (a rerun or a backfill rewrites the
 same bucket); evaluate checks sync delay, error rate and open inconsistencies over the last
-window and sends one alert per condition when it starts, none while it lasts, one when it clears.
+window and sends one alert per condition when it starts, none while it lasts, one when it clears;
+expire_freezes lifts write freezes whose lease ended (their procedure died) and says so.
 """
 
 from datetime import timedelta
@@ -42,7 +43,15 @@ def chat_sync_health():
         out = health.evaluate(settings_from_airflow(), source="chat_sync_health", link=ui_link(ctx))
         return {"alerts": out["alerts"]}
 
+    @task
+    @fail_fast
+    def expire_freezes() -> dict:
+        from chatsync.freeze import expire
+
+        return expire(settings_from_airflow())
+
     record_bucket() >> evaluate()
+    expire_freezes()
 
 
 chat_sync_health()
