@@ -1,0 +1,89 @@
+"""The major-inconsistency procedure (seed: stop writes on the chats concerned, analyse the
+extent, run the correction plan, validate, resume writes), one function per step so that a DAG
+(``chat_major_inconsistency``, not wired yet: see the README) can run, retry and rerun each on its own.
+
+The freeze is a lease: if the procedure dies at any step, writes stay frozen only until the
+lease ends (``chatsync.freeze``), and the DAG's failure callback says until when.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from psycopg import sql
+
+from chatsync import alerts, freeze, runs
+from chatsync.config import Settings
+from chatsync.db import connection, sql_file
+from chatsync.diff import Scope, decide, detect
+from chatsync.errors import ConfigError
+from chatsync.rules import ENTITIES
+
+log = logging.getLogger("chatsync.major")
+
+
+def _ops(settings: Settings) -> sql.Identifier:
+    return sql.Identifier(settings.ops_schema)
+
+
+def rooms_of(settings: Settings, rooms: list[int] | None, run_id: int | None) -> list[int]:
+    """The rooms to treat: given, or those the (major) run found inconsistent."""
+    if rooms:
+        return sorted({int(r) for r in rooms})
+    if run_id is None:
+        raise ConfigError("chat_major_inconsistency needs room ids (param rooms) or the major run (param run_id)")
+    with connection(settings) as conn:
+        found = [r for (r,) in conn.execute(sql_file(settings, "major_rooms_of_run", ops=_ops(settings)),
+                                            {"run_id": run_id})]
+    if not found:
+        raise ConfigError(f"run {run_id} has no unresolved inconsistency: nothing to treat")
+    return found
+
+
+def stop_writes(settings: Settings, rooms: list[int], lease_seconds: int, by: str) -> dict:
+    out = freeze.freeze(settings, rooms, f"major inconsistency procedure ({by})", lease_seconds, by=by)
+    alerts.notify("major_inconsistency", f"writes frozen on {len(out['frozen'])} chat rooms until {out['expires_at']} "
+                  f"while the major-inconsistency procedure runs ({by})", rooms=rooms, event="firing")
+    return out
+
+
+def analyse(settings: Settings, rooms: list[int], by: str) -> dict:
+    found = detect(settings, Scope("rooms", rooms=tuple(rooms)), triggered_by=by)
+    ops = _ops(settings)
+    with connection(settings) as conn:
+        extent = [{"room_id": r, "kind": k, "keys": n, "since": s.isoformat() if s else None}
+                  for r, k, n, s in conn.execute(sql_file(settings, "major_extent", ops=ops), {"run_id": found.run_id})]
+        causes = [{"source": src, "what": what, "count": n, "last": last.isoformat() if last else None}
+                  for src, what, n, last in conn.execute(sql_file(settings, "major_likely_causes", ops=ops), {
+                      "rooms": rooms, "rooms_text": [str(r) for r in rooms]})]
+    return {"run_id": found.run_id, "counts": found.counts, "rows_to_change": found.rows_to_change,
+            "total_rows": found.total_rows, "extent": extent, "likely_causes": causes}
+
+
+def plan(settings: Settings, analysis: dict) -> dict:
+    """The correction plan as rows (correction_plans), and whether it needs a person's approval:
+    it does when it would change more than the repair threshold allows a blind repair."""
+    run_id = analysis["run_id"]
+    with connection(settings) as conn:
+        conn.execute(sql_file(settings, "major_record_plan", ops=_ops(settings)), {
+            "run_id": run_id, "insert_kinds": [e.missing_kind for e in ENTITIES],
+            "delete_kinds": [e.orphan_kind for e in ENTITIES]})
+        rows = conn.execute(sql.SQL("SELECT action, sum(keys)::int FROM {}.correction_plans WHERE run_id = %s "
+                                    "GROUP BY action ORDER BY action").format(_ops(settings)), (run_id,)).fetchall()
+    from chatsync.diff import DetectResult
+
+    decision = decide(settings, DetectResult(run_id, "rooms", analysis["counts"], analysis["rows_to_change"],
+                                             analysis["total_rows"], 0.0))
+    summary = {"run_id": run_id, "rows_to_change": analysis["rows_to_change"], "by_action": dict(rows),
+               "limit": decision.limit, "needs_approval": decision.path == "major"}
+    log.warning(alerts.structured("correction_plan", **summary))
+    return summary
+
+
+def resume_writes(settings: Settings, rooms: list[int], run_id: int) -> dict:
+    out = freeze.unfreeze(settings, rooms)
+    with connection(settings) as conn:
+        status = runs.get(conn, settings.ops_schema, run_id)["status"]
+    alerts.resolve("major_inconsistency", f"run {run_id} {status}; writes resumed on rooms {out['writes_resumed']}",
+                   rooms=rooms, run_id=run_id)
+    return out
