@@ -1,6 +1,6 @@
 """The major-inconsistency procedure (seed: stop writes on the chats concerned, analyse the
-extent, run the correction plan, validate, resume writes), one function per step so that a DAG
-(``chat_major_inconsistency``, not wired yet: see the README) can run, retry and rerun each on its own.
+extent, run the correction plan, validate, resume writes), one function per step so that the DAG
+``chat_major_inconsistency`` runs, retries and reruns each on its own.
 
 The freeze is a lease: if the procedure dies at any step, writes stay frozen only until the
 lease ends (``chatsync.freeze``), and the DAG's failure callback says until when.

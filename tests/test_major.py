@@ -51,3 +51,22 @@ def test_rooms_come_from_params_or_the_major_run(clean_db):
     with pytest.raises(ConfigError, match="needs room ids"):
         major.rooms_of(clean_db, [], None)
     assert major.rooms_of(clean_db, [5, 3, 5], None) == [3, 5]
+
+
+def test_the_dag_runs_a_small_plan_end_to_end_without_approval(db, clean_db, dagbag, monkeypatch):
+    from chatsync.simulate import simulate
+
+    monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)
+    monkeypatch.setenv("CHATSYNC_REPAIR_MAX_FRACTION", "1.0")  # this plan stays under the threshold
+    simulate(clean_db, rooms=40, members=10, drift=0, seed=4)
+    db.execute("UPDATE chat.chat_participants SET role = 'GUEST' WHERE room_id = 3 AND role <> 'GUEST'")
+    dag = dagbag.get_dag("chat_major_inconsistency")
+    assert dag.get_task("route").downstream_task_ids == {"approve", "apply"}
+    assert dag.get_task("approve").downstream_task_ids == {"apply"}
+    dag_run = dag.test(run_conf={"rooms": [3], "lease_seconds": 600})
+    assert dag_run.state == "success"
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["approve"] == "skipped" and states["resume_writes"] == "success" and states["validate"] == "success"
+    assert sides_equal(db) == {"rooms": 0, "participants": 0}
+    assert db.execute("SELECT count(*) FROM chatsync.freezes").fetchone()[0] == 0
+    assert db.execute("SELECT bool_or(writes_frozen) FROM chat.chat_rooms").fetchone()[0] is False

@@ -1,0 +1,89 @@
+"""chat_major_inconsistency: the seed's procedure for a major inconsistency, triggered by hand with
+room ids ({"rooms": [12, 13]}) or with the major run of the hourly check ({"run_id": 42}).
+
+stop_writes (freeze under a lease) → analyse (counts by kind per room, since when, likely cause
+from the event road) → plan (rows in correction_plans) → route: small enough → apply; bigger than
+the repair threshold → approve (a person approves in the Airflow UI, human-in-the-loop) → apply
+(the audited repair) → validate (GX) → resume_writes. A failure anywhere leaves writes frozen only
+until the lease ends; the failure alert says until when.
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+
+from chatsync import engine, major
+from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, run_label, settings_from_airflow
+
+
+@dag(
+    dag_id="chat_major_inconsistency",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    dagrun_timeout=timedelta(hours=24),
+    on_failure_callback=on_dag_failure,
+    default_args={**DEFAULT_ARGS, "retries": 2},
+    params={"rooms": Param([], type="array", items={"type": "integer"}, description="room ids to treat"),
+            "run_id": Param(None, type=["null", "integer"], description="or: the major run of the hourly check"),
+            "lease_seconds": Param(7200, type="integer", minimum=60, maximum=604800,
+                                   description="writes resume by themselves after this if the procedure dies")},
+    tags=["chatsync", "recovery"],
+    doc_md=__doc__,
+)
+def chat_major_inconsistency():
+    @task
+    @fail_fast
+    def stop_writes() -> dict:
+        ctx = get_current_context()
+        p = ctx["params"]
+        rooms = major.rooms_of(settings_from_airflow(), p["rooms"], p["run_id"])
+        return {"rooms": rooms, **major.stop_writes(settings_from_airflow(), rooms, p["lease_seconds"], run_label(ctx))}
+
+    @task
+    @fail_fast
+    def analyse(frozen: dict) -> dict:
+        return major.analyse(settings_from_airflow(), frozen["rooms"], run_label(get_current_context()))
+
+    @task
+    @fail_fast
+    def plan(analysis: dict) -> dict:
+        return major.plan(settings_from_airflow(), analysis)
+
+    @task.branch
+    def route(correction: dict) -> str:
+        return "approve" if correction["needs_approval"] else "apply"
+
+    approve = ApprovalOperator(
+        task_id="approve",
+        subject="chatsync: approve the correction plan of a major inconsistency",
+        body="{{ ti.xcom_pull(task_ids='plan') }}",
+        response_timeout=timedelta(hours=12),
+    )
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    @fail_fast
+    def apply(correction: dict) -> dict:
+        return engine.repair_step(settings_from_airflow(), correction["run_id"])
+
+    @task(retries=0)
+    @fail_fast
+    def validate(correction: dict) -> dict:
+        return engine.validate_step(settings_from_airflow(), correction["run_id"])
+
+    @task
+    @fail_fast
+    def resume_writes(frozen: dict, correction: dict) -> dict:
+        return major.resume_writes(settings_from_airflow(), frozen["rooms"], correction["run_id"])
+
+    frozen = stop_writes()
+    correction = plan(analyse(frozen))
+    applied = apply(correction)
+    route(correction) >> [approve, applied]
+    approve >> applied
+    applied >> validate(correction) >> resume_writes(frozen, correction)
+
+
+chat_major_inconsistency()
