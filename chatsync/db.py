@@ -114,6 +114,11 @@ def _read_sql(sql_dir: str, name: str) -> str:
         raise ConfigError(f"SQL file {path} not found (CHATSYNC_SQL_DIR={sql_dir})") from None
 
 
+def ops_ident(settings: Settings) -> sql.Identifier:
+    """chatsync's own schema, quoted, for composed statements."""
+    return sql.Identifier(settings.ops_schema)
+
+
 def sql_file(settings: Settings, name: str, **parts: sql.Composable) -> sql.Composed:
     """include/sql/<name>.sql with its {placeholders} filled by composed identifiers/fragments.
 

@@ -18,14 +18,11 @@ from psycopg.types.json import Jsonb
 
 from chatsync import alerts
 from chatsync.config import Settings
-from chatsync.db import connection, sql_file
+from chatsync.db import connection, ops_ident, sql_file
 from chatsync.rules import KINDS
 
 log = logging.getLogger("chatsync.health")
 
-
-def _ops(settings: Settings) -> sql.Identifier:
-    return sql.Identifier(settings.ops_schema)
 
 
 def _f(x):
@@ -38,14 +35,11 @@ def backlog(settings: Settings) -> dict | None:
     if not settings.redis_url:
         return None
     from chatsync.cache import client_for
-    from chatsync.worker import GROUP
+    from chatsync.worker import stream_backlog
 
     client = client_for(settings)
     try:
-        length = client.xlen(settings.events_stream)
-        groups = client.xinfo_groups(settings.events_stream) if length or client.exists(settings.events_stream) else []
-        group = next((g for g in groups if (g["name"].decode() if isinstance(g["name"], bytes) else g["name"]) == GROUP), {})
-        return {"length": length, "lag": group.get("lag"), "pending": group.get("pending", 0)}
+        return stream_backlog(client, settings.events_stream)
     except Exception as exc:  # noqa: BLE001 - a health check reports, it does not fail
         return {"error": f"{type(exc).__name__}: {exc}"}
     finally:
@@ -54,7 +48,7 @@ def backlog(settings: Settings) -> dict | None:
 
 def figures(settings: Settings, start: datetime, end: datetime, *, with_backlog: bool = True) -> dict:
     """Every metric of the README's table over [start, end), plus what is open right now."""
-    ops = _ops(settings)
+    ops = ops_ident(settings)
     window = {"start": start, "end": end}
     with connection(settings) as conn:
         events, applied, dead, pct, delay_max, retries = conn.execute(
@@ -112,7 +106,7 @@ def record_bucket(settings: Settings, start: datetime, end: datetime) -> dict:
     f = figures(settings, start, end, with_backlog=end >= datetime.now(timezone.utc) - timedelta(minutes=10))
     rows = bucket_rows(f)
     with connection(settings) as conn:
-        conn.execute(sql_file(settings, "health_record_bucket", ops=_ops(settings)), {
+        conn.execute(sql_file(settings, "health_record_bucket", ops=ops_ident(settings)), {
             "start": start, "seconds": int((end - start).total_seconds()),
             "names": [r[0] for r in rows], "labels": [Jsonb(r[1]) for r in rows],
             "values": [None if r[2] is None else float(r[2]) for r in rows]})
@@ -157,7 +151,7 @@ def evaluate(settings: Settings, *, at: datetime | None = None, source: str = "c
     end = at or datetime.now(timezone.utc)
     f = figures(settings, end - timedelta(minutes=settings.health_window_minutes), end)
     sent = []
-    ops = _ops(settings)
+    ops = ops_ident(settings)
     with connection(settings) as conn:
         for c in conditions(settings, f):
             sent += _transition(conn, settings, ops, c, end, source, link)

@@ -19,16 +19,13 @@ from psycopg.types.json import Jsonb
 
 from chatsync import alerts
 from chatsync.config import Settings
-from chatsync.db import connection, sql_file
+from chatsync.db import connection, ops_ident, sql_file
 from chatsync.diff import Scope, detect
 from chatsync.repair import repair
 
 log = logging.getLogger("chatsync.maintenance")
 J = sql.SQL
 
-
-def _ops(settings: Settings) -> sql.Identifier:
-    return sql.Identifier(settings.ops_schema)
 
 
 def _f(x, digits: int = 4):
@@ -38,7 +35,7 @@ def _f(x, digits: int = 4):
 # -- daily ----------------------------------------------------------------------------------------
 
 def sync_review(settings: Settings, start: datetime, end: datetime) -> dict:
-    ops, window = _ops(settings), {"start": start, "end": end}
+    ops, window = ops_ident(settings), {"start": start, "end": end}
     with connection(settings) as conn:
         failures = [{"type": t, "error_class": c, "count": n} for t, c, n in
                     conn.execute(sql_file(settings, "maint_dead_letter_classes", ops=ops), window)]
@@ -55,7 +52,7 @@ def sync_review(settings: Settings, start: datetime, end: datetime) -> dict:
 
 
 def _delays(conn, settings: Settings, start: datetime, end: datetime) -> dict:
-    n, pct = conn.execute(sql_file(settings, "maint_delay_percentiles", ops=_ops(settings)),
+    n, pct = conn.execute(sql_file(settings, "maint_delay_percentiles", ops=ops_ident(settings)),
                           {"start": start, "end": end}).fetchone()
     pct = pct or [None, None, None]
     return {"events": n, "p50_s": _f(pct[0]), "p95_s": _f(pct[1]), "p99_s": _f(pct[2])}
@@ -89,7 +86,7 @@ def performance(settings: Settings, start: datetime, end: datetime) -> dict:
 def resolve_open(settings: Settings, start: datetime, end: datetime) -> dict:
     """Re-check every key still open at the end of the interval and repair what still differs
     (the engine, scope keys); keys found by several runs over the last 7 days are escalated."""
-    ops = _ops(settings)
+    ops = ops_ident(settings)
     with connection(settings) as conn:
         keys = conn.execute(sql_file(settings, "maint_open_keys", ops=ops), {"end": end}).fetchall()
         recurring = [{"kind": k, "room_id": r, "user_id": u, "runs": n, "first": a, "last": b}
@@ -152,7 +149,7 @@ def _daily_markdown(r: dict) -> str:
 
 def error_review(settings: Settings, start: datetime, end: datetime) -> dict:
     with connection(settings) as conn:
-        rows = conn.execute(sql_file(settings, "maint_week_errors", ops=_ops(settings)),
+        rows = conn.execute(sql_file(settings, "maint_week_errors", ops=ops_ident(settings)),
                             {"start": start, "end": end}).fetchall()
     return {"top_errors": [{"error_class": c, "this_week": a, "previous_week": b,
                             "trend": "new" if not b else f"{(a - b) / b:+.0%}"} for c, a, b in rows]}
@@ -182,7 +179,7 @@ def index_care(settings: Settings, start: datetime) -> dict:
     """Bloat (pgstattuple's leaf density), unused and duplicate indexes; REINDEX CONCURRENTLY the
     bloated B-trees (once per week, even on a rerun), then ANALYZE."""
     tables = _care_tables(settings)
-    ops = _ops(settings)
+    ops = ops_ident(settings)
     out: dict = {"reindexed": [], "failed": [], "unused": [], "duplicates": [], "bloat_measured": True}
     with connection(settings, autocommit=True) as conn:
         try:
@@ -234,7 +231,7 @@ def index_care(settings: Settings, start: datetime) -> dict:
 
 def _retention_rules(settings: Settings) -> list[tuple[str, int, sql.Composable]]:
     """(table, days, condition on alias a with %(cutoff)s): what may go, and what must stay."""
-    ops = _ops(settings)
+    ops = ops_ident(settings)
     return [
         ("sync_log", settings.retention_sync_log_days, J("a.processed_at < %(cutoff)s")),
         ("dead_letters", settings.retention_dead_letters_days, J("a.received_at < %(cutoff)s")),
@@ -251,7 +248,7 @@ def _retention_rules(settings: Settings) -> list[tuple[str, int, sql.Composable]
 
 
 def retention(settings: Settings, start: datetime, end: datetime) -> dict:
-    ops = _ops(settings)
+    ops = ops_ident(settings)
     deleted: dict[str, dict] = {}
     for table, days, condition in _retention_rules(settings):
         cutoff = end - timedelta(days=days)
@@ -323,7 +320,7 @@ def _weekly_markdown(r: dict) -> str:
 
 def record_table_sizes(settings: Settings, kind: str, start: datetime) -> None:
     with connection(settings) as conn:
-        conn.execute(sql_file(settings, "maint_record_table_sizes", ops=_ops(settings)),
+        conn.execute(sql_file(settings, "maint_record_table_sizes", ops=ops_ident(settings)),
                      {"kind": kind, "start": start, "tables": _care_tables(settings)})
 
 
@@ -331,7 +328,7 @@ def capacity(settings: Settings, horizon_days: int = 90) -> dict:
     """Each table's size now, its growth per day over the measurements so far (least squares) and
     the size that growth projects in `horizon_days`."""
     with connection(settings) as conn:
-        rows = conn.execute(sql_file(settings, "maint_table_growth", ops=_ops(settings))).fetchall()
+        rows = conn.execute(sql_file(settings, "maint_table_growth", ops=ops_ident(settings))).fetchall()
     series: dict[str, list[tuple[datetime, int]]] = {}
     for table, at, size, _ in rows:
         series.setdefault(table, []).append((at, size))
@@ -370,7 +367,7 @@ def month_review(settings: Settings, start: datetime, end: datetime) -> dict:
     with connection(settings) as conn:
         days = [{"day": d.date().isoformat(), "events": _f(e, 0), "dead_letters": _f(x, 0), "delay_p95_s": _f(p),
                  "open_max": _f(o, 0)} for d, e, x, p, o in
-                conn.execute(sql_file(settings, "maint_month_daily", ops=_ops(settings)), {"start": start, "end": end})]
+                conn.execute(sql_file(settings, "maint_month_daily", ops=ops_ident(settings)), {"start": start, "end": end})]
 
     def trend(key: str):
         values = [d[key] for d in days if d[key] is not None]
@@ -422,8 +419,7 @@ def monthly_report(settings: Settings, start: datetime, end: datetime, audit: di
     markdown = _monthly_markdown(report)
     (folder / "report.html").write_text(_html(markdown, f"chatsync monthly report {start:%Y-%m}"))
     attention = not audit["validation"]["passed"]
-    out = _store(settings, "monthly", start, end, report, markdown, attention)
-    (folder / "report.md").write_text(markdown)
+    out = _store(settings, "monthly", start, end, report, markdown, attention, path=folder / "report.md")
     return {**out, "folder": str(folder)}
 
 
@@ -482,15 +478,16 @@ def _html(markdown: str, title: str) -> str:
 # -- storage ----------------------------------------------------------------------------------------
 
 def _store(settings: Settings, kind: str, start: datetime, end: datetime, report: dict, markdown: str,
-           attention: bool) -> dict:
+           attention: bool, path: Path | None = None) -> dict:
+    """The report in maintenance_reports and as Markdown (reports/<kind>/<start>.md unless given)."""
     with connection(settings) as conn:
         conn.execute(J(
             "INSERT INTO {}.maintenance_reports (kind, interval_start, interval_end, report, markdown, attention) "
             "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (kind, interval_start) DO UPDATE SET "
             "interval_end = EXCLUDED.interval_end, report = EXCLUDED.report, markdown = EXCLUDED.markdown, "
-            "attention = EXCLUDED.attention, written_at = clock_timestamp()").format(_ops(settings)),
+            "attention = EXCLUDED.attention, written_at = clock_timestamp()").format(ops_ident(settings)),
             (kind, start, end, Jsonb(jsonable(report)), markdown, attention))
-    path = Path(settings.reports_dir) / kind / f"{start:%Y-%m-%d}.md"
+    path = path or Path(settings.reports_dir) / kind / f"{start:%Y-%m-%d}.md"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(markdown)

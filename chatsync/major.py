@@ -14,16 +14,13 @@ from psycopg import sql
 
 from chatsync import alerts, freeze, runs
 from chatsync.config import Settings
-from chatsync.db import connection, sql_file
+from chatsync.db import connection, ops_ident, sql_file
 from chatsync.diff import Scope, decide, detect
 from chatsync.errors import ConfigError
 from chatsync.rules import ENTITIES
 
 log = logging.getLogger("chatsync.major")
 
-
-def _ops(settings: Settings) -> sql.Identifier:
-    return sql.Identifier(settings.ops_schema)
 
 
 def rooms_of(settings: Settings, rooms: list[int] | None, run_id: int | None) -> list[int]:
@@ -33,7 +30,7 @@ def rooms_of(settings: Settings, rooms: list[int] | None, run_id: int | None) ->
     if run_id is None:
         raise ConfigError("chat_major_inconsistency needs room ids (param rooms) or the major run (param run_id)")
     with connection(settings) as conn:
-        found = [r for (r,) in conn.execute(sql_file(settings, "major_rooms_of_run", ops=_ops(settings)),
+        found = [r for (r,) in conn.execute(sql_file(settings, "major_rooms_of_run", ops=ops_ident(settings)),
                                             {"run_id": run_id})]
     if not found:
         raise ConfigError(f"run {run_id} has no unresolved inconsistency: nothing to treat")
@@ -49,7 +46,7 @@ def stop_writes(settings: Settings, rooms: list[int], lease_seconds: int, by: st
 
 def analyse(settings: Settings, rooms: list[int], by: str) -> dict:
     found = detect(settings, Scope("rooms", rooms=tuple(rooms)), triggered_by=by)
-    ops = _ops(settings)
+    ops = ops_ident(settings)
     with connection(settings) as conn:
         extent = [{"room_id": r, "kind": k, "keys": n, "since": s.isoformat() if s else None}
                   for r, k, n, s in conn.execute(sql_file(settings, "major_extent", ops=ops), {"run_id": found.run_id})]
@@ -65,11 +62,11 @@ def plan(settings: Settings, analysis: dict) -> dict:
     it does when it would change more than the repair threshold allows a blind repair."""
     run_id = analysis["run_id"]
     with connection(settings) as conn:
-        conn.execute(sql_file(settings, "major_record_plan", ops=_ops(settings)), {
+        conn.execute(sql_file(settings, "major_record_plan", ops=ops_ident(settings)), {
             "run_id": run_id, "insert_kinds": [e.missing_kind for e in ENTITIES],
             "delete_kinds": [e.orphan_kind for e in ENTITIES]})
         rows = conn.execute(sql.SQL("SELECT action, sum(keys)::int FROM {}.correction_plans WHERE run_id = %s "
-                                    "GROUP BY action ORDER BY action").format(_ops(settings)), (run_id,)).fetchall()
+                                    "GROUP BY action ORDER BY action").format(ops_ident(settings)), (run_id,)).fetchall()
     from chatsync.diff import DetectResult
 
     decision = decide(settings, DetectResult(run_id, "rooms", analysis["counts"], analysis["rows_to_change"],

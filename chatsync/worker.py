@@ -67,6 +67,15 @@ def _decode(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def stream_backlog(client, stream: str) -> dict:
+    """The stream's length, the group's lag (entries not yet delivered) and its pending entries
+    (delivered, not acknowledged); a stream that does not exist yet has an empty backlog."""
+    if not client.exists(stream):
+        return {"length": 0, "lag": None, "pending": 0}
+    info = next((g for g in client.xinfo_groups(stream) if _decode(g["name"]) == GROUP), {})
+    return {"length": client.xlen(stream), "lag": info.get("lag"), "pending": info.get("pending", 0)}
+
+
 class Worker:
     def __init__(self, settings: Settings, name: str | None = None, *, batch_size: int = 500,
                  block_ms: int = 1000, claim_idle_ms: int = 30_000, client=None,
@@ -120,9 +129,7 @@ class Worker:
         return [(_decode(i), f) for i, f in reply[0][1]] if reply else []
 
     def backlog(self) -> dict:
-        """Entries not yet delivered to the group (lag) and delivered but not acknowledged."""
-        info = next((g for g in self.client.xinfo_groups(self.stream) if _decode(g["name"]) == GROUP), {})
-        return {"length": self.client.xlen(self.stream), "lag": info.get("lag"), "pending": info.get("pending", 0)}
+        return stream_backlog(self.client, self.stream)
 
     # -- one batch ------------------------------------------------------------------------------
     def process(self, entries: list[tuple[str, dict]]) -> BatchResult:

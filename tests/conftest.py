@@ -106,6 +106,15 @@ def dagbag(airflow_db):
     return DagBag(dag_folder=str(REPO / "dags"), bundle_name="chatsync-tests")
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on, for the local servers tests start (SMTP, webhook, Redis, web)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def sides_equal(conn) -> dict[str, int]:
     """Independent check of the rules (not chatsync's SQL): rows that differ, per table pair."""
     rooms = conn.execute("""
@@ -138,7 +147,7 @@ def with_settings(settings):
 @pytest.fixture
 def redis_settings(settings):
     """Settings with the machine's real Redis and a key prefix private to this test session.
-    Keys under the prefix are deleted afterwards (SCAN + DEL; never FLUSHDB/FLUSHALL)."""
+    Keys under the prefix are deleted afterwards, one by one (SCAN + DEL): nothing else is touched."""
     import redis
 
     s = replace(settings, redis_url=REDIS_TEST_URL, redis_prefix=REDIS_PREFIX,

@@ -4,7 +4,6 @@ Slack webhook; thresholds breached, deduplicated and resolved; metrics buckets; 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from datetime import datetime, timedelta, timezone
 from email import message_from_bytes
@@ -14,12 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from chatsync import health, notifiers
+from conftest import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Inbox:
@@ -54,7 +49,7 @@ def channels(monkeypatch):
             inbox.mail.append(message_from_bytes(envelope.content, policy=default_policy))
             return "250 OK"
 
-    smtp = Controller(Handler(), hostname="127.0.0.1", port=_free_port())
+    smtp = Controller(Handler(), hostname="127.0.0.1", port=free_port())
     smtp.start()
     monkeypatch.setenv("AIRFLOW_CONN_CHATSYNC_SLACK", json.dumps({
         "conn_type": "slackwebhook", "password": f"http://127.0.0.1:{http.server_port}/services/T0/B0/secret"}))

@@ -7,7 +7,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from chatsync.events import EVENT_TYPES, PARTICIPANT_EVENTS, event_fields, parse
 from chatsync.errors import ValidationError
 from chatsync.eventsim import RoomService, emit
 from chatsync.worker import GROUP, PAUSE_ENV, Worker
-from conftest import sides_equal
+from conftest import free_port, sides_equal
 
 CHATSYNC = str(Path(sys.executable).with_name("chatsync"))
 
@@ -179,18 +178,13 @@ def test_malformed_events_go_to_dead_letters_and_the_rest_applies(db, world):
 
 # -- faults ------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class OwnRedis:
     """A real redis-server of this test's own, with an append-only file so a restart keeps the
     stream and the consumer group's pending entries."""
 
     def __init__(self, data_dir: Path):
-        self.port, self.dir = _free_port(), data_dir
+        self.port, self.dir = free_port(), data_dir
         self.proc = None
 
     def start(self):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -15,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from chatsync import health
-from conftest import REPO
+from conftest import REPO, free_port
 
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -82,11 +81,6 @@ def test_health_json_carries_the_page_data(seeded, db):
     assert data["last_runs"][0]["status"] == "major" and data["last_runs"][0]["found"] == 13
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_health_page_in_headless_chromium(seeded, db, tmp_path):
     import uvicorn
@@ -98,7 +92,7 @@ def test_health_page_in_headless_chromium(seeded, db, tmp_path):
     assert chromium, "Debian's chromium is needed (make test installs it when missing)"
     root = FastAPI()
     root.mount("/chatsync", create_app(lambda: seeded))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(root, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
