@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Callable, TypeVar
 
 from chatsync.config import Settings
-from chatsync.errors import ConfigError, MajorInconsistency, ValidationError
+from chatsync.errors import ConfigError, ValidationError, ValidationFailed
 
 log = logging.getLogger("chatsync.airflow")
 F = TypeVar("F", bound=Callable)
@@ -149,7 +149,7 @@ def run_label(context) -> str:
 
 def fail_fast(fn: F) -> F:
     """Map chatsync's error kinds onto Airflow: retry transient errors (raise as is), fail at once
-    on configuration errors, refused repairs and invalid data (no retry would help)."""
+    on configuration errors, invalid data and a failed validation (no retry would help)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -157,7 +157,7 @@ def fail_fast(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, MajorInconsistency, ValidationError) as exc:
+        except (ConfigError, ValidationError, ValidationFailed) as exc:
             log.error("%s: %s", type(exc).__name__, exc)
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 

@@ -252,7 +252,7 @@ def _drop_database(url: str, name: str) -> None:
 
 
 def run_bench(settings: Settings, participants: int, drift: float, seed: int = 42,
-              skip_pandas: bool = False, repeat: int = 3, keep: bool = False) -> dict:
+              skip_pandas: bool = False, repeat: int = 3, keep: bool = False, drift_rooms: float = 1.0) -> dict:
     from chatsync.migrations import migrate
     from chatsync.simulate import simulate
 
@@ -264,7 +264,8 @@ def run_bench(settings: Settings, participants: int, drift: float, seed: int = 4
         bench = _bench_settings(settings, url)
         migrate(bench, reference_schema=True)
         rooms = max(participants // MEMBERS_PER_ROOM, 1)
-        report = simulate(bench, rooms=rooms, members=MEMBERS_PER_ROOM, drift=drift, seed=seed)
+        report = simulate(bench, rooms=rooms, members=MEMBERS_PER_ROOM, drift=drift, seed=seed,
+                          drift_rooms=drift_rooms)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")  # visibility map and statistics as in a settled database
             server = conn.execute("SHOW server_version").fetchone()[0]
@@ -280,7 +281,8 @@ def run_bench(settings: Settings, participants: int, drift: float, seed: int = 4
         if not keep:
             _drop_database(server_url, name)
     out = {
-        "participants": report.participants, "rooms": report.rooms, "drift": drift, "seed": seed,
+        "participants": report.participants, "rooms": report.rooms, "drift": drift, "drift_rooms": drift_rooms,
+        "seed": seed,
         "scratch_database": name, "kept": keep,
         "injected": report.injected, "postgres": server, "repeat": repeat,
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

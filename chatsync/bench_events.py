@@ -24,7 +24,7 @@ from psycopg import sql
 from chatsync import cache
 from chatsync.bench import _drop_database, _save, _scratch_database
 from chatsync.config import REPO_ROOT, Settings
-from chatsync.db import connection, sql_file
+from chatsync.db import connection
 from chatsync.errors import ConfigError
 
 log = logging.getLogger("chatsync.bench")
@@ -44,12 +44,12 @@ def _worker_process(settings: Settings, name: str, *extra: str) -> subprocess.Po
 
 
 def _delays(settings: Settings, worker: str) -> dict:
+    from chatsync.metrics import sync_delays
+
     with connection(settings) as conn:
-        n, pct, worst, span = conn.execute(sql_file(settings, "bench_sync_delays", ops=sql.Identifier(
-            settings.ops_schema)), {"worker": worker}).fetchone()
-    pct = pct or [None, None, None]
-    return {"events": n, "p50_s": _r(pct[0]), "p95_s": _r(pct[1]), "p99_s": _r(pct[2]), "max_s": _r(worst),
-            "processing_span_s": _r(span)}
+        road = sync_delays(conn, settings, worker=worker)
+    return {"events": road["events"], **{k: _r(road[k]) for k in ("p50_s", "p95_s", "p99_s", "max_s")},
+            "processing_span_s": _r(road["span_s"])}
 
 
 def _r(x):

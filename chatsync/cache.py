@@ -252,9 +252,13 @@ class VerifyResult:
                 "rooms_checked": self.rooms_checked, "seconds": round(self.seconds, 3)}
 
 
-def _decode(h: dict) -> dict[str, str]:
-    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in h.items()}
+def text(value) -> str:
+    """A Redis reply value as str (the client returns bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def decode_hash(h: dict) -> dict[str, str]:
+    return {text(k): text(v) for k, v in h.items()}
 
 
 def _compare_chunk(client, settings: Settings, rooms: list[ChatRoom], result: VerifyResult) -> None:
@@ -264,7 +268,7 @@ def _compare_chunk(client, settings: Settings, rooms: list[ChatRoom], result: Ve
         pipe.hgetall(participants_key(settings, room.room_id))
     replies = pipe.execute()
     for i, room in enumerate(rooms):
-        cached_state, cached_parts = _decode(replies[2 * i]), _decode(replies[2 * i + 1])
+        cached_state, cached_parts = decode_hash(replies[2 * i]), decode_hash(replies[2 * i + 1])
         if not cached_state:
             result.add("cache_missing_room", room.room_id)
         elif cached_state != room.state:

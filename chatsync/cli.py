@@ -94,10 +94,12 @@ def cmd_check(args) -> tuple[int, dict]:
 
 
 def cmd_rollback(args) -> tuple[int, dict]:
+    from chatsync.engine import cache_follows
     from chatsync.repair import rollback
 
-    result = rollback(settings_for_cli(), args.run_id)
-    return EXIT_OK, result.to_dict()
+    settings = settings_for_cli()
+    result = rollback(settings, args.run_id)
+    return EXIT_OK, {**result.to_dict(), "cache": cache_follows(settings, result.rollback_run_id)}
 
 
 def cmd_demo(args) -> tuple[int, dict]:
@@ -165,6 +167,16 @@ def cmd_unfreeze(args) -> tuple[int, dict]:
     return EXIT_OK, unfreeze(settings_for_cli(), [args.room_id])
 
 
+def cmd_grants(args) -> tuple[int, dict]:
+    from chatsync import grants
+
+    settings = settings_for_cli()
+    if args.apply:
+        return EXIT_OK, {"role": args.role, "applied": grants.apply(settings, args.role)}
+    print(grants.as_text(settings, args.role), end="")
+    return EXIT_OK, {}
+
+
 def cmd_bench(args) -> tuple[int, dict]:
     from chatsync.bench import run_bench
 
@@ -174,7 +186,8 @@ def cmd_bench(args) -> tuple[int, dict]:
         return EXIT_OK, run_events_bench(settings_for_cli(), participants=args.participants,
                                          events=args.events, rate=args.rate, seed=args.seed)
     return EXIT_OK, run_bench(settings_for_cli(), participants=args.participants, drift=args.drift,
-                              seed=args.seed, skip_pandas=args.skip_pandas, repeat=args.repeat)
+                              seed=args.seed, skip_pandas=args.skip_pandas, repeat=args.repeat,
+                              drift_rooms=args.drift_rooms)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,10 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("unfreeze", cmd_unfreeze, "resume writes on a chat room")
     p.add_argument("room_id", type=_positive_int)
 
+    p = add("grants", cmd_grants, "the least privileges of a database role running chatsync (SQL, or --apply)")
+    p.add_argument("role", help="the role chatsync connects as")
+    p.add_argument("--apply", action="store_true", help="run them now (connect as an administrator)")
+
     p = add("bench", cmd_bench, "time detect/repair against a bare FULL OUTER JOIN and pandas")
     p.add_argument("--participants", type=_positive_int, default=1_000_000)
     p.add_argument("--drift", type=_fraction, default=0.01)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--drift-rooms", type=_fraction, default=1.0,
+                   help="put the participant drift in this fraction of the rooms (default 1: spread)")
     p.add_argument("--skip-pandas", action="store_true", help="leave out the pandas approach")
     p.add_argument("--repeat", type=_positive_int, default=3, help="runs of each read step (median kept)")
     p.add_argument("--suite", choices=("consistency", "events"), default="consistency",
@@ -252,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_human(command: str, summary: dict) -> None:
-    if command == "demo":
-        return  # the demo prints its own report
+    if command == "demo" or (command == "grants" and not summary):
+        return  # the demo prints its own report; grants printed its SQL
     if command == "bench":
         if "steady" in summary:
             from chatsync.bench_events import format_table

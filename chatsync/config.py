@@ -42,6 +42,10 @@ class Settings:
     # cannot parallelise a FULL OUTER JOIN itself) and repair (batches). 0 = one per CPU, up to 8.
     workers: int = 0
     detect_parallel_min_rows: int = 250_000
+    # Full scans of at least this many rows first compare per-room fingerprints and diff only the
+    # rooms that differ, unless more than fingerprint_max_room_fraction of the rooms do.
+    fingerprint_min_rows: int = 2_000_000
+    fingerprint_max_room_fraction: float = 0.25
     repair_parallel_min_rows: int = 2_000
     # Incremental scope re-reads this much before the last watermark (commit lag, clock skew).
     incremental_overlap_seconds: int = 120
@@ -68,6 +72,11 @@ class Settings:
     retention_alert_log_days: int = 180
     retention_findings_days: int = 90  # resolved findings only
     rollback_window_days: int = 30  # audit rows younger than this are kept (rollback needs them)
+
+    # Redis connection loss: keys the cache missed wait in a Postgres outbox; past this many the
+    # recovery resyncs everything instead. Reconnection backs off up to redis_reconnect_max_seconds.
+    cache_outbox_max_rows: int = 100_000
+    redis_reconnect_max_seconds: float = 30.0
 
     # Transient-error retries inside one task/command (Airflow task retries come on top).
     retry_attempts: int = 5
@@ -106,16 +115,19 @@ class Settings:
         if not 0 < self.repair_max_fraction <= 1:
             raise bad("repair_max_fraction", "must be a fraction in (0, 1]")
         for name in ("repair_max_changes", "repair_batch_rows", "sync_delay_ms",
-                     "inconsistency_count", "retry_attempts", "lock_timeout_ms", "health_window_minutes"):
+                     "inconsistency_count", "retry_attempts", "lock_timeout_ms", "health_window_minutes",
+                     "cache_outbox_max_rows"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be a positive whole number")
+        if not 0 < self.fingerprint_max_room_fraction <= 1:
+            raise bad("fingerprint_max_room_fraction", "must be a fraction in (0, 1]")
         if not 0 <= self.error_rate <= 1:
             raise bad("error_rate", "must be a fraction in [0, 1]")
         for name in ("incremental_overlap_seconds", "workers", "error_rate_min_events", "alert_repeat_minutes",
                      "recurring_runs", "reindex_min_bytes", "retention_batch_rows", "retention_sync_log_days",
                      "retention_dead_letters_days", "retention_metrics_days", "retention_alert_log_days",
                      "retention_findings_days", "rollback_window_days", "detect_parallel_min_rows",
-                     "repair_parallel_min_rows"):
+                     "repair_parallel_min_rows", "fingerprint_min_rows"):
             if getattr(self, name) < 0:
                 raise bad(name, "must not be negative")
         if not self.ops_schema.isidentifier():

@@ -122,10 +122,7 @@ def _event_road(settings: Settings, seed: int, n: int = 500) -> dict:
     """The main road: room changes published as events, one worker syncs chat tables and cache."""
     from datetime import datetime, timezone
 
-    from psycopg import sql
-
     from chatsync import cache
-    from chatsync.db import sql_file
     from chatsync.eventsim import emit
     from chatsync.worker import Worker
 
@@ -143,13 +140,16 @@ def _event_road(settings: Settings, seed: int, n: int = 500) -> dict:
         stats = worker.run(until_idle=True, max_seconds=120)
     finally:
         worker.close()
+    from chatsync.metrics import sync_delays
+
     with connection(settings) as conn:
-        synced, applied, pct = conn.execute(sql_file(settings, "demo_sync_delays", ops=sql.Identifier(
-            settings.ops_schema)), {"worker": "demo", "since": since}).fetchone()
+        road = sync_delays(conn, settings, start=since, worker="demo")
+    synced, applied = road["events"], road["applied"]
     verify = cache.verify(settings)
     out = {"published": published.events, "by_type": published.by_type, "synced": synced, "applied": applied,
            "dead_letters": stats.dead_letters, "seconds": round(stats.seconds, 2),
-           "delay_p50_s": round(pct[0], 3) if pct else None, "delay_p99_s": round(pct[1], 3) if pct else None,
+           "delay_p50_s": None if road["p50_s"] is None else round(road["p50_s"], 3),
+           "delay_p99_s": None if road["p99_s"] is None else round(road["p99_s"], 3),
            "cache_differences": verify.total}
     print(f"published {out['published']} events: " + ", ".join(f"{k.removeprefix('room.')} {v}"
                                                              for k, v in out["by_type"].items()))

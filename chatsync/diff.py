@@ -164,8 +164,7 @@ def table_rows(conn, settings: Settings) -> int:
     """
     total = 0
     for es in entity_sql(settings):
-        est = conn.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                           (es.room.qualified,)).fetchone()[0]
+        est = es.room.reltuples(conn)
         if est is None or est < 100_000:
             est = conn.execute(J("SELECT count(*) FROM {}").format(es.room.ident)).fetchone()[0]
         total += est
@@ -240,8 +239,7 @@ def _split(conn, es: EntitySQL, scope: Scope, parts: int) -> list[Scope]:
 
 
 def _estimated_rows(conn, es: EntitySQL) -> int:
-    return max(conn.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                            (es.room.qualified,)).fetchone()[0] or 0, 0)
+    return max(es.room.reltuples(conn) or 0, 0)
 
 
 def _parallel_ranges(conn, settings: Settings, es: EntitySQL, scope: Scope) -> list[Scope]:
@@ -251,6 +249,26 @@ def _parallel_ranges(conn, settings: Settings, es: EntitySQL, scope: Scope) -> l
             or _estimated_rows(conn, es) < settings.detect_parallel_min_rows):
         return []
     return _split(conn, es, scope, workers)
+
+
+def _fingerprinted_rooms(conn, settings: Settings, es: EntitySQL, scope: Scope, run_id: int) -> list[int] | None:
+    """For a full scan of a big entity: the rooms whose per-room fingerprints differ ([] when
+    none), or None to diff the whole tables (small table, room-level entity, or too many rooms
+    differ for the narrowing to pay: the adaptive switch)."""
+    if (scope.kind != "full" or not es.entity.has_user
+            or _estimated_rows(conn, es) < settings.fingerprint_min_rows):
+        return None
+    t0 = time.perf_counter()
+    differing, rooms = conn.execute(sql_file(
+        settings, "detect_room_fingerprints", room=es.room.ident, chat=es.chat.ident,
+        room_room_id=es.rc(es.entity.room_key[0], "r"), chat_room_id=es.cc(es.entity.chat_key[0], "c"),
+        room_hash=es.row_hash("room"), chat_hash=es.row_hash("chat"))).fetchone()
+    share = len(differing) / rooms if rooms else 0.0
+    use = share <= settings.fingerprint_max_room_fraction
+    log.info("run %s: %s fingerprints: %d of %d rooms differ (%.1f%%) in %.2fs; %s", run_id, es.entity.name,
+             len(differing), rooms, 100 * share, time.perf_counter() - t0,
+             "row diff of those rooms" if use else "above the switch: row diff of the whole tables")
+    return differing if use else None
 
 
 def _insert_in_parallel(settings: Settings, es: EntitySQL, ranges: list[Scope], run_id: int) -> None:
@@ -290,8 +308,13 @@ def _detect_once(conn, settings: Settings, scope: Scope, run_id: int, t0: float)
             if effective.kind in ("incremental", "keys"):
                 _fill_scope_keys(conn, settings, es, effective, since)
             params = _bind(effective, run_id, es.entity)
-            ranges = _parallel_ranges(conn, settings, es, effective)
-            if ranges:
+            narrowed = _fingerprinted_rooms(conn, settings, es, effective, run_id)
+            ranges = []
+            if narrowed is not None:  # [] : every room's fingerprints match, nothing to diff
+                if narrowed:
+                    part = Scope("rooms", rooms=tuple(narrowed))
+                    _scan(conn, settings, es, part, _bind(part, run_id, es.entity))
+            elif ranges := _parallel_ranges(conn, settings, es, effective):
                 _insert_in_parallel(settings, es, ranges, run_id)
             else:
                 _scan(conn, settings, es, effective, params)

@@ -11,11 +11,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from psycopg import sql
+
 from chatsync import metrics, runs
 from chatsync.config import Settings
 from chatsync.db import connection
 from chatsync.diff import DetectResult, Decision, Scope, decide, detect
-from chatsync.errors import ChatsyncError, MajorInconsistency, ValidationFailed
+from chatsync.errors import ChatsyncError, ValidationFailed
 from chatsync.repair import RepairResult, repair
 
 log = logging.getLogger("chatsync.engine")
@@ -118,6 +120,7 @@ def _check(settings, scope, do_repair, do_validate, triggered_by) -> CheckSummar
         summary.status = "major"
     elif decision.path == "repair" and do_repair:
         fixed: RepairResult = repair(settings, found.run_id)
+        cache_follows(settings, found.run_id)
         timings["repair"] = round(fixed.seconds, 4)
         summary.repaired, summary.skipped = fixed.repaired, fixed.skipped
         # what is left: re-detect the same scope (cheap next to a repair)
@@ -163,18 +166,45 @@ def nothing_step(settings: Settings, run_id: int) -> None:
     finish_without_validation(settings, run_id, "consistent")
 
 
-def major_step(settings: Settings, found: dict) -> None:
+def major_step(settings: Settings, found: dict) -> dict:
+    """Refuse the repair, alert, and hand the run to chat_major_inconsistency (the returned conf).
+    The hourly run still ends failed (outcome), so the refusal is loud in Airflow too."""
+    from chatsync import alerts
+
     decision = Decision(found["decision"], found["changes"], found["limit"], found["reason"])
     mark_major(settings, found["run_id"], decision)
-    raise MajorInconsistency(
-        f"run {found['run_id']}: major inconsistency, repair refused: {decision.reason}. "
-        f"Counts: {dict((k, v) for k, v in found['counts'].items() if v)}. Start the "
-        f"chat_major_inconsistency procedure for the affected rooms.",
-        found["run_id"], decision.changes, decision.limit)
+    alerts.notify("major_inconsistency",
+                  f"run {found['run_id']}: major inconsistency, repair refused: {decision.reason}. Counts: "
+                  f"{dict((k, v) for k, v in found['counts'].items() if v)}. chat_major_inconsistency "
+                  f"starts for its rooms.", run_id=found["run_id"], changes=decision.changes,
+                  limit=decision.limit, event="firing")
+    return {"run_id": found["run_id"]}
 
 
 def repair_step(settings: Settings, run_id: int) -> dict:
-    return repair(settings, run_id).to_dict()
+    out = repair(settings, run_id).to_dict()
+    out["cache"] = cache_follows(settings, run_id)
+    return out
+
+
+def cache_follows(settings: Settings, run_id: int) -> str | None:
+    """The Redis cache of the keys a run changed, brought in line with the chat tables (the chat
+    gateway reads it); while Redis is unreachable they go to the outbox (redis_recovery)."""
+    if not settings.redis_url:
+        return None
+    from chatsync import cache, redis_recovery
+
+    with connection(settings) as conn:
+        keys = conn.execute(sql.SQL("SELECT DISTINCT room_id, user_id FROM {}.repair_audit WHERE run_id = %s")
+                            .format(sql.Identifier(settings.ops_schema)), (run_id,)).fetchall()
+    if not keys:
+        return "nothing to update"
+    client = cache.client_for(settings)
+    try:
+        return redis_recovery.update_cache(settings, client, [r for r, u in keys if u is None],
+                                           [(r, u) for r, u in keys if u is not None], source=f"repair:{run_id}")
+    finally:
+        client.close()
 
 
 def validate_step(settings: Settings, run_id: int) -> dict:

@@ -17,15 +17,5 @@ class ValidationError(ChatsyncError):
     """Bad input (malformed event, impossible value): quarantine it with the reason, never crash."""
 
 
-class MajorInconsistency(ChatsyncError):
-    """A run would change more than the repair threshold: hand over to the major procedure."""
-
-    def __init__(self, message: str, run_id: int, changes: int, limit: int):
-        super().__init__(message)
-        self.run_id = run_id
-        self.changes = changes
-        self.limit = limit
-
-
 class ValidationFailed(ChatsyncError):
     """The chat side failed the Great Expectations suite after a repair."""

@@ -17,7 +17,7 @@ from chatsync.errors import ConfigError
 from chatsync.events import event_fields
 from chatsync.mapping import load_mapping
 from chatsync.rules import ROLES, ROOM_STATUSES
-from chatsync.simulate import ROLE_MASKS, _placeholders
+from chatsync.simulate import ROLE_MASKS, table_placeholders
 
 log = logging.getLogger("chatsync.eventsim")
 TYPE_WEIGHTS = {
@@ -58,7 +58,7 @@ class RoomService:
     def __init__(self, settings: Settings, client, seed: int = 42):
         self.settings, self.client = settings, client
         self.rng = random.Random(seed)
-        parts = _placeholders(load_mapping(settings.mapping_path))
+        parts = table_placeholders(load_mapping(settings.mapping_path))
         self.sql = {name: sql_file(settings, f"eventsim_{name}", **parts) for name in set(STATEMENTS.values())}
         with connection(settings) as conn:
             self.rooms = [r[0] for r in conn.execute(sql_file(settings, "eventsim_room_ids", **parts))]

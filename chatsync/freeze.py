@@ -30,11 +30,12 @@ def _parts(settings: Settings) -> dict:
 def _refresh_cache(settings: Settings, rooms: list[int]) -> str | None:
     if not settings.redis_url or not rooms:
         return None
-    from chatsync import cache
+    from chatsync import cache, redis_recovery
 
     client = cache.client_for(settings)
     try:
-        cache.apply_keys(settings, client, rooms, [])
+        if redis_recovery.update_cache(settings, client, rooms, [], source="freeze") == "queued":
+            return "Redis unreachable: queued in the outbox for the Redis recovery"
         return None
     except Exception as exc:  # noqa: BLE001 - the table is the truth; the cache follows at resync
         log.warning("freeze: cache not updated for rooms %s: %s", rooms, exc)

@@ -16,10 +16,12 @@ from datetime import datetime, timedelta, timezone
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from chatsync import alerts
+from chatsync import alerts, metrics
 from chatsync.config import Settings
 from chatsync.db import connection, ops_ident, sql_file
 from chatsync.rules import KINDS
+
+J = sql.SQL
 
 log = logging.getLogger("chatsync.health")
 
@@ -46,27 +48,34 @@ def backlog(settings: Settings) -> dict | None:
         client.close()
 
 
+def step_seconds(conn, settings: Settings, start: datetime, end: datetime) -> dict:
+    """Mean and max duration of each step of the consistency runs over [start, end)."""
+    return {k: {"mean": _f(mean), "max": _f(mx), "runs": n} for k, mean, mx, n in conn.execute(
+        sql_file(settings, "health_step_durations", ops=ops_ident(settings)), {"start": start, "end": end})}
+
+
 def figures(settings: Settings, start: datetime, end: datetime, *, with_backlog: bool = True) -> dict:
     """Every metric of the README's table over [start, end), plus what is open right now."""
     ops = ops_ident(settings)
     window = {"start": start, "end": end}
     with connection(settings) as conn:
-        events, applied, dead, pct, delay_max, retries = conn.execute(
-            sql_file(settings, "health_sync_figures", ops=ops), window).fetchone()
+        road = metrics.sync_delays(conn, settings, start=start, end=end)
+        events, applied, retries = road["events"], road["applied"], road["redeliveries"]
+        dead = conn.execute(J("SELECT count(*) FROM {}.dead_letters WHERE received_at >= %(start)s "
+                              "AND received_at < %(end)s").format(ops), window).fetchone()[0]
         open_by_kind = dict(conn.execute(sql_file(settings, "health_open_inconsistencies", ops=ops)).fetchall())
         detected = dict(conn.execute(sql_file(settings, "health_detected_by_kind", ops=ops), window).fetchall())
         repairs = dict(conn.execute(sql_file(settings, "health_repairs", ops=ops), window).fetchall())
         resolved, ttr_p50, ttr_max = conn.execute(sql_file(settings, "health_resolution", ops=ops), window).fetchone()
-        steps = {k: {"mean": _f(mean), "max": _f(mx), "runs": n} for k, mean, mx, n in
-                 conn.execute(sql_file(settings, "health_step_durations", ops=ops), window)}
+        steps = step_seconds(conn, settings, start, end)
     total = events + dead
-    pct = pct or [None, None]
     return {
         "start": start.isoformat(), "end": end.isoformat(),
         "events_synced": events, "events_applied": applied, "dead_letters": dead, "redeliveries": int(retries),
         "sync_success_rate": _f(events / total) if total else None,
         "error_rate": _f(dead / total) if total else None,
-        "sync_delay_p50_s": _f(pct[0]), "sync_delay_p95_s": _f(pct[1]), "sync_delay_max_s": _f(delay_max),
+        "sync_delay_p50_s": _f(road["p50_s"]), "sync_delay_p95_s": _f(road["p95_s"]),
+        "sync_delay_max_s": _f(road["max_s"]),
         "inconsistencies_detected": {k: detected.get(k, 0) for k in KINDS},
         "open_inconsistencies": {k: open_by_kind.get(k, 0) for k in KINDS},
         "open_inconsistencies_total": sum(open_by_kind.values()),

@@ -17,7 +17,7 @@ from pathlib import Path
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from chatsync import alerts
+from chatsync import alerts, metrics
 from chatsync.config import Settings
 from chatsync.db import connection, ops_ident, sql_file
 from chatsync.diff import Scope, detect
@@ -52,22 +52,20 @@ def sync_review(settings: Settings, start: datetime, end: datetime) -> dict:
 
 
 def _delays(conn, settings: Settings, start: datetime, end: datetime) -> dict:
-    n, pct = conn.execute(sql_file(settings, "maint_delay_percentiles", ops=ops_ident(settings)),
-                          {"start": start, "end": end}).fetchone()
-    pct = pct or [None, None, None]
-    return {"events": n, "p50_s": _f(pct[0]), "p95_s": _f(pct[1]), "p99_s": _f(pct[2])}
+    road = metrics.sync_delays(conn, settings, start=start, end=end)
+    return {"events": road["events"], **{k: _f(road[k]) for k in ("p50_s", "p95_s", "p99_s")}}
 
 
 def performance(settings: Settings, start: datetime, end: datetime) -> dict:
     """The day's sync delays and run durations against the 7 days before; a figure more than
     ``regression_factor`` times its baseline is a regression."""
-    from chatsync.health import figures
+    from chatsync.health import step_seconds
 
     base_start = start - timedelta(days=7)
     with connection(settings) as conn:
         day, baseline = _delays(conn, settings, start, end), _delays(conn, settings, base_start, start)
-    steps_day = figures(settings, start, end, with_backlog=False)["step_seconds"]
-    steps_base = figures(settings, base_start, start, with_backlog=False)["step_seconds"]
+        steps_day = step_seconds(conn, settings, start, end)
+        steps_base = step_seconds(conn, settings, base_start, start)
     regressions = []
 
     def compare(name: str, value, base) -> None:
@@ -155,14 +153,20 @@ def error_review(settings: Settings, start: datetime, end: datetime) -> dict:
                             "trend": "new" if not b else f"{(a - b) / b:+.0%}"} for c, a, b in rows]}
 
 
-def _care_tables(settings: Settings) -> list[str]:
+def _care_tables(settings: Settings) -> list[tuple[str, str]]:
+    """(schema, table) of the tables the maintenance looks after: the chat side and chatsync's own."""
     from chatsync.mapping import load_mapping
 
     m = load_mapping(settings.mapping_path)
     ops = settings.ops_schema
-    return [m["chat_rooms"].qualified, m["chat_participants"].qualified,
-            *(f"{ops}.{t}" for t in ("runs", "inconsistencies", "repair_audit", "sync_log", "dead_letters",
-                                     "metrics", "metric_buckets", "alert_log"))]
+    return [(m["chat_rooms"].schema, m["chat_rooms"].name),
+            (m["chat_participants"].schema, m["chat_participants"].name),
+            *((ops, t) for t in ("runs", "inconsistencies", "repair_audit", "sync_log", "dead_letters",
+                                 "metrics", "metric_buckets", "alert_log"))]
+
+
+def _tables_params(tables: list[tuple[str, str]]) -> dict[str, list[str]]:
+    return {"schemas": [s for s, _ in tables], "names": [n for _, n in tables]}
 
 
 def _leaf_density(conn, index: str) -> float | None:
@@ -187,8 +191,9 @@ def index_care(settings: Settings, start: datetime) -> dict:
         except Exception as exc:  # noqa: BLE001 - not allowed for this role: report, skip reindex
             out["bloat_measured"] = False
             out["bloat_note"] = f"pgstattuple unavailable ({str(exc).strip()}): bloat not measured"
-        indexes = [dict(zip(("index", "table", "unique", "primary", "bytes", "scans", "am", "signature"), r))
-                   for r in conn.execute(sql_file(settings, "maint_indexes"), {"tables": tables})]
+        indexes = [dict(zip(("index", "table", "unique", "primary", "bytes", "scans", "am", "signature",
+                             "schema_name", "index_relname"), r))
+                   for r in conn.execute(sql_file(settings, "maint_indexes"), _tables_params(tables))]
         seen: dict[str, str] = {}
         for ix in indexes:
             if ix["signature"] in seen:
@@ -209,8 +214,8 @@ def index_care(settings: Settings, start: datetime) -> dict:
                 continue
             t0 = time.perf_counter()
             try:
-                schema, name = ix["index"].split(".", 1)
-                conn.execute(J("REINDEX INDEX CONCURRENTLY {}").format(sql.Identifier(schema, name)))
+                conn.execute(J("REINDEX INDEX CONCURRENTLY {}").format(
+                    sql.Identifier(ix["schema_name"], ix["index_relname"])))
             except Exception as exc:  # noqa: BLE001 - one index failing must not stop the others
                 out["failed"].append({"index": ix["index"], "error": str(exc).strip()})
                 continue
@@ -221,11 +226,10 @@ def index_care(settings: Settings, start: datetime) -> dict:
                            "VALUES ('weekly', %s, 'reindex', %s, %s) ON CONFLICT DO NOTHING").format(ops),
                          (start, ix["index"], Jsonb(details)))
             out["reindexed"].append(details)
-        for table in tables:
-            schema, name = table.split(".", 1)
+        for schema, name in tables:
             conn.execute(J("ANALYZE {}").format(sql.Identifier(schema, name)))
     out["indexes"] = [{k: ix[k] for k in ("index", "table", "bytes", "scans", "leaf_density")} for ix in indexes]
-    out["analyzed"] = tables
+    out["analyzed"] = [f"{s}.{n}" for s, n in tables]
     return out
 
 
@@ -321,7 +325,7 @@ def _weekly_markdown(r: dict) -> str:
 def record_table_sizes(settings: Settings, kind: str, start: datetime) -> None:
     with connection(settings) as conn:
         conn.execute(sql_file(settings, "maint_record_table_sizes", ops=ops_ident(settings)),
-                     {"kind": kind, "start": start, "tables": _care_tables(settings)})
+                     {"kind": kind, "start": start, **_tables_params(_care_tables(settings))})
 
 
 def capacity(settings: Settings, horizon_days: int = 90) -> dict:

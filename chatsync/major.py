@@ -16,11 +16,10 @@ from chatsync import alerts, freeze, runs
 from chatsync.config import Settings
 from chatsync.db import connection, ops_ident, sql_file
 from chatsync.diff import Scope, decide, detect
-from chatsync.errors import ConfigError
+from chatsync.errors import ChatsyncError, ConfigError
 from chatsync.rules import ENTITIES
 
 log = logging.getLogger("chatsync.major")
-
 
 
 def rooms_of(settings: Settings, rooms: list[int] | None, run_id: int | None) -> list[int]:
@@ -83,4 +82,27 @@ def resume_writes(settings: Settings, rooms: list[int], run_id: int) -> dict:
         status = runs.get(conn, settings.ops_schema, run_id)["status"]
     alerts.resolve("major_inconsistency", f"run {run_id} {status}; writes resumed on rooms {out['writes_resumed']}",
                    rooms=rooms, run_id=run_id)
+    return out
+
+
+def finish(settings: Settings, rooms: list[int], run_id: int | None, *, resumed: bool, rejected: bool) -> dict:
+    """The procedure's last word, whatever happened before. Resumed: nothing to add. Rejected by
+    the operator: writes stay frozen until the lease ends (a person decides what next). Stopped
+    by a failure: the same, and the run fails so the DAG's failure alert fires."""
+    if resumed:
+        return {"outcome": "resumed", "rooms": rooms}
+    with connection(settings) as conn:
+        held = conn.execute(sql.SQL("SELECT room_id, expires_at FROM {}.freezes WHERE room_id = ANY(%s) "
+                                    "ORDER BY room_id").format(ops_ident(settings)), (rooms,)).fetchall()
+    until = max((e for _, e in held), default=None)
+    still = [r for r, _ in held]
+    how = "the correction plan was rejected" if rejected else "the procedure stopped before resuming writes"
+    resume = ", ".join(f"`chatsync unfreeze {r}`" for r in still) or "`chatsync unfreeze ROOM_ID`"
+    message = f"run {run_id}: {how}; writes stay frozen on rooms {still} until {until} (the lease), or until {resume}"
+    alerts.notify("major_inconsistency", message, rooms=still, run_id=run_id, frozen_until=until,
+                  event="rejected" if rejected else "stopped")
+    out = {"outcome": "rejected" if rejected else "stopped", "rooms": still,
+           "frozen_until": until.isoformat() if until else None}
+    if not rejected:
+        raise ChatsyncError(message)
     return out

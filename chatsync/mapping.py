@@ -38,7 +38,15 @@ class Table:
 
     @property
     def qualified(self) -> str:
+        """schema.table for messages (not SQL: see ident, and reltuples for catalog lookups)."""
         return f"{self.schema}.{self.name}"
+
+    def reltuples(self, conn) -> int | None:
+        """The planner's row estimate, looked up by name (no regclass text to build and quote)."""
+        row = conn.execute("SELECT c.reltuples::bigint FROM pg_class AS c JOIN pg_namespace AS n "
+                           "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                           (self.schema, self.name)).fetchone()
+        return row[0] if row else None
 
 
 @dataclass(frozen=True)
@@ -81,13 +89,23 @@ def load_mapping(path: str) -> Mapping:
     tables = {}
     for key, needed in REQUIRED.items():
         entry = doc.get(key)
-        if not isinstance(entry, dict) or "table" not in entry:
-            raise ConfigError(f"mapping file {path}: missing entry '{key}' with a 'table' key")
-        qualified = str(entry["table"])
-        schema, _, name = qualified.rpartition(".")
-        if not schema or not name:
-            raise ConfigError(f"mapping file {path}: {key}.table={qualified!r} must be schema.table")
+        if not isinstance(entry, dict) or not ("table" in entry or {"schema", "name"} <= entry.keys()):
+            raise ConfigError(f"mapping file {path}: missing entry '{key}' with a 'table' key "
+                              "(or 'schema' and 'name')")
+        if "table" in entry:
+            qualified = str(entry["table"])
+            schema, _, name = qualified.rpartition(".")
+            if not schema or not name:
+                raise ConfigError(f"mapping file {path}: {key}.table={qualified!r} must be schema.table "
+                                  "(a name holding a dot: give 'schema' and 'name' instead)")
+        else:
+            schema, name = str(entry["schema"]), str(entry["name"])
         columns = {str(k): str(v) for k, v in (entry.get("columns") or {}).items()}
+        for what, real in [("schema", schema), ("table", name), *((f"column {k}", v) for k, v in columns.items())]:
+            # psycopg reads % in a statement's text as a parameter marker, even inside a quoted name
+            if "%" in real or "\x00" in real or not real:
+                raise ConfigError(f"mapping file {path}: {key} {what} {real!r}: chatsync cannot use a name "
+                                  "that is empty or holds '%' or NUL; rename it or map a view")
         missing = sorted(needed - columns.keys())
         if missing:
             raise ConfigError(f"mapping file {path}: {key}.columns lacks {', '.join(missing)}")

@@ -45,3 +45,13 @@ def record_run(settings: Settings, run_id: int) -> dict:
                                 .format(sql.Identifier(ops)),
                                 [(run_id, name, Jsonb(labels), float(value)) for name, labels, value in rows])
     return {"metrics": len(rows), "time_to_resolution_seconds": ttr_summary}
+
+
+def sync_delays(conn, settings: Settings, *, start=None, end=None, worker: str | None = None) -> dict:
+    """The sync log's figures over [start, end) and/or one worker (include/sql/sync_delays.sql)."""
+    n, applied, pct, worst, span, redeliveries = conn.execute(
+        sql_file(settings, "sync_delays", ops=sql.Identifier(settings.ops_schema)),
+        {"start": start, "end": end, "worker": worker}).fetchone()
+    p50, p95, p99 = pct or (None, None, None)
+    return {"events": n, "applied": applied, "p50_s": p50, "p95_s": p95, "p99_s": p99, "max_s": worst,
+            "span_s": span, "redeliveries": int(redeliveries)}

@@ -53,7 +53,10 @@ def migrate(settings: Settings, *, reference_schema: bool = False) -> list[str]:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             with conn.transaction():
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ops))
+                if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (settings.ops_schema,)).fetchone():
+                    # only then: CREATE SCHEMA needs CREATE on the database, which a least-privilege
+                    # role (`chatsync grants`) lacks; its administrator created the schema for it
+                    conn.execute(sql.SQL("CREATE SCHEMA {}").format(ops))
                 conn.execute(sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {}.schema_migrations ("
                     " version int PRIMARY KEY, name text NOT NULL,"

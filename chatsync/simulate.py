@@ -175,7 +175,7 @@ def _next_prime(n: int) -> int:
     return n
 
 
-def _placeholders(mapping: Mapping) -> dict[str, sql.Composable]:
+def table_placeholders(mapping: Mapping) -> dict[str, sql.Composable]:
     """{rr}, {rp}, {cr}, {cp} for the four tables and {rr_<logical column>} etc. for columns."""
     parts: dict[str, sql.Composable] = {}
     for abbr, key in (("rr", "room_rooms"), ("rp", "room_participants"),
@@ -278,22 +278,27 @@ def _restore_indexes(conn, suspended: _Suspended) -> None:
             sql.Identifier(schema, table), sql.Identifier(name), J(definition)))
 
 
-def simulate(settings: Settings, rooms: int, members: int, drift: float, seed: int = 42) -> SimulationReport:
+def simulate(settings: Settings, rooms: int, members: int, drift: float, seed: int = 42,
+             drift_rooms: float = 1.0) -> SimulationReport:
     """Wipe and refill the room and chat tables, then inject drift; all in one transaction.
 
     ``members`` is the mean room size; ``drift`` the fraction of participant rows drifted (spread
     over the participant kinds), plus max(1, round(rooms * drift)) rooms per room-level kind.
-    With drift > 0 every inconsistency kind gets at least one case.
+    With drift > 0 every inconsistency kind gets at least one case. ``drift_rooms`` < 1 puts the
+    participant drift in that fraction of the rooms only (the benchmark's concentrated layout).
     """
     _check_inputs(rooms, members, drift, seed)
-    return with_retry(lambda: _simulate(settings, rooms, members, drift, seed), settings, "simulate")
+    if not 0 < drift_rooms <= 1:
+        raise ConfigError(f"drift_rooms={drift_rooms!r}: must be a fraction in (0, 1]")
+    return with_retry(lambda: _simulate(settings, rooms, members, drift, seed, drift_rooms), settings, "simulate")
 
 
-def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: int) -> SimulationReport:
+def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: int,
+              drift_rooms: float = 1.0) -> SimulationReport:
     t_start = time.perf_counter()
     stages: dict[str, float] = {}
     mapping = load_mapping(settings.mapping_path)
-    parts = _placeholders(mapping)
+    parts = table_placeholders(mapping)
     room_sql, participant_sql = EntitySQL.build(ROOM, mapping), EntitySQL.build(PARTICIPANT, mapping)
 
     max_extra = 0 if members == 1 else (members - 1) * ROOM_SIZE_CAP
@@ -363,7 +368,7 @@ def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: 
         stages["analyze"] = time.perf_counter() - t0
 
         if drift > 0:
-            _inject_drift(conn, run, rooms=n_rooms, participants=n_participants, drift=drift,
+            _inject_drift(conn, run, rooms=n_rooms, participants=n_participants, drift=drift, drift_rooms=drift_rooms,
                           status_values=status_values, status_bounds=status_bounds,
                           room_sql=room_sql, participant_sql=participant_sql)
 
@@ -389,7 +394,8 @@ def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: 
 
 
 def _inject_drift(conn, run, *, rooms: int, participants: int, drift: float, status_values: list[str],
-                  status_bounds: list[float], room_sql: EntitySQL, participant_sql: EntitySQL) -> None:
+                  status_bounds: list[float], room_sql: EntitySQL, participant_sql: EntitySQL,
+                  drift_rooms: float = 1.0) -> None:
     """Drift of every kind; each statement records what it really changed in chatsync_sim_changes."""
     per_room_kind = max(1, round(rooms * drift))
     drifted_participants = max(MIN_DRIFTED_PARTICIPANTS, round(participants * drift))
@@ -402,7 +408,8 @@ def _inject_drift(conn, run, *, rooms: int, participants: int, drift: float, sta
         "small_room": SMALL_ROOM,
         "room_kind": rules.MISSING_CHAT_ROOM, "participant_kind": rules.MISSING_PARTICIPANT})
     run(conn, "simulate_pick_participants", {
-        "n": existing_participants, "cycle": [",".join(kinds) for kinds in PARTICIPANT_CYCLE]})
+        "n": existing_participants, "cycle": [",".join(kinds) for kinds in PARTICIPANT_CYCLE],
+        "drift_rooms": drift_rooms})
     run(conn, "simulate_drop_participants", {"missing_kind": rules.MISSING_PARTICIPANT})
     run(conn, "simulate_drift_participants", {
         "missing_kind": rules.MISSING_PARTICIPANT, "role_kind": rules.ROLE_MISMATCH,

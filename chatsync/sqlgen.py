@@ -98,10 +98,6 @@ class EntitySQL:
             cols.append(J("NULL::bigint AS user_id"))
         return J(", ").join(cols)
 
-    def finding_key(self, alias: str | None = None) -> sql.Composable:
-        names = ("room_id", "user_id")[: len(self.entity.chat_key)]
-        return J(", ").join(sql.Identifier(alias, n) if alias else sql.Identifier(n) for n in names)
-
     def room_scope_col(self, side: str) -> sql.Composable:
         """The room-id column of one side, for scope filters."""
         if side == "room":
@@ -132,9 +128,23 @@ class EntitySQL:
         return J("ARRAY[{}]::text[]").format(J(", ").join(items))
 
     def chat_digest(self, c: str = "c") -> sql.Composable:
-        """md5 of the compared chat columns: detects a chat write between detect and repair."""
-        cols = J(", ").join(self.cc(f.chat, c) for f in self.entity.fields)
+        """md5 of the compared chat columns and updated_at: any chat write between detect and
+        repair changes it (even one that rewrites the value detection saw)."""
+        cols = J(", ").join([self.cc(f.chat, c) for f in self.entity.fields] + [self.cc("updated_at", c)])
         return J("md5(ROW({})::text)").format(cols)
+
+    def row_hash(self, side: str) -> sql.Composable:
+        """A chained 64-bit hash of a row's user key and compared values, equal for a room row
+        (alias r) and the chat row that matches it (alias c): the per-room fingerprints."""
+        null = sql.Literal("\u2400")  # NULL hashes as a symbol no value of these columns holds
+        if side == "room":
+            parts = [self.rc(k, "r") for k in self.entity.room_key[1:]] + [self.room_value(f, "r") for f in self.entity.fields]
+        else:
+            parts = [self.cc(k, "c") for k in self.entity.chat_key[1:]] + [self.cc(f.chat, "c") for f in self.entity.fields]
+        h: sql.Composable = J("0::bigint")
+        for part in parts:
+            h = J("hashtextextended(coalesce(({})::text, {}), {})").format(part, null, h)
+        return h
 
     def chat_digest_or_null(self, c: str = "c") -> sql.Composable:
         return J("CASE WHEN {} THEN NULL ELSE {} END").format(self.chat_key_is_null(c), self.chat_digest(c))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Callable
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from chatsync import alerts, cache, runs
+from chatsync import alerts, cache, redis_recovery, runs
 from chatsync.config import Settings
 from chatsync.db import connection, is_transient, sql_file, with_retry
 from chatsync.diff import Scope, detect
@@ -63,16 +64,12 @@ class BatchResult:
     rooms: set[int] = field(default_factory=set)
 
 
-def _decode(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def stream_backlog(client, stream: str) -> dict:
     """The stream's length, the group's lag (entries not yet delivered) and its pending entries
     (delivered, not acknowledged); a stream that does not exist yet has an empty backlog."""
     if not client.exists(stream):
         return {"length": 0, "lag": None, "pending": 0}
-    info = next((g for g in client.xinfo_groups(stream) if _decode(g["name"]) == GROUP), {})
+    info = next((g for g in client.xinfo_groups(stream) if cache.text(g["name"]) == GROUP), {})
     return {"length": client.xlen(stream), "lag": info.get("lag"), "pending": info.get("pending", 0)}
 
 
@@ -91,6 +88,8 @@ class Worker:
         self.stopping = threading.Event()
         self.error_rate = alerts.ErrorRate(settings.error_rate)
         self._own_pending = True  # after a start or a failure, re-read what we were given before
+        self.cache_behind = False  # keys went to the outbox: resync them once Redis answers
+        self.redis_failures = 0
         self._ensure_group()
 
     # -- stream ---------------------------------------------------------------------------------
@@ -112,21 +111,21 @@ class Worker:
             trimmed = [i for i, f in entries if not f]  # deleted from the stream meanwhile
             if trimmed:
                 self.client.xack(self.stream, GROUP, *trimmed)
-            live = [(_decode(i), f) for i, f in entries if f]
+            live = [(cache.text(i), f) for i, f in entries if f]
             if live:
                 return live
             if not entries:
                 self._own_pending = False
         claimed = self.client.xautoclaim(self.stream, GROUP, self.name, min_idle_time=self.claim_idle_ms,
                                          start_id="0-0", count=self.batch_size)
-        entries = [(_decode(i), f) for i, f in claimed[1] if f]
+        entries = [(cache.text(i), f) for i, f in claimed[1] if f]
         if entries:
             self.stats.claimed += len(entries)
             log.info(alerts.structured("claimed", worker=self.name, entries=len(entries)))
             return entries
         reply = self.client.xreadgroup(GROUP, self.name, {self.stream: ">"}, count=self.batch_size,
                                        block=self.block_ms if block else None)
-        return [(_decode(i), f) for i, f in reply[0][1]] if reply else []
+        return [(cache.text(i), f) for i, f in reply[0][1]] if reply else []
 
     def backlog(self) -> dict:
         return stream_backlog(self.client, self.stream)
@@ -161,8 +160,10 @@ class Worker:
         if events:
             rooms = {e.room_id for e in events if not e.is_participant}
             keys = {(e.room_id, e.user_id) for e in events if e.is_participant}
-            with_retry(lambda: cache.apply_keys(self.settings, self.client, rooms, keys), self.settings,
-                       f"worker {self.name}: cache update")
+            # Redis unreachable: the local cache and the outbox take the keys (redis_recovery)
+            if redis_recovery.update_cache(self.settings, self.client, rooms, keys,
+                                           source=f"worker:{self.name}") == "queued":
+                self.cache_behind = True
         ids = [stream_id for stream_id, _ in entries]
         with_retry(lambda: self.client.xack(self.stream, GROUP, *ids), self.settings, f"worker {self.name}: ack")
         return result
@@ -274,15 +275,38 @@ class Worker:
                 break
             try:
                 handled = self.step(block=not until_idle)
-            except Exception:  # noqa: BLE001 - logged and alerted in step(); keep serving
-                log.exception("worker %s: batch failed; retrying in %.1fs", self.name, failure_pause)
-                self.stopping.wait(failure_pause)
+            except Exception as exc:  # noqa: BLE001 - logged and alerted in step(); keep serving
+                pause = failure_pause
+                if redis_recovery.redis_down(exc):  # reconnect with exponential backoff and jitter
+                    if not self.redis_failures:
+                        redis_recovery.note_outage(self.settings, f"{type(exc).__name__}: {exc}")
+                    self.redis_failures += 1
+                    self.cache_behind = True
+                    pause = random.uniform(0.5, 1.0) * min(self.settings.redis_reconnect_max_seconds,
+                                                           failure_pause * 2 ** (self.redis_failures - 1))
+                log.exception("worker %s: batch failed; retrying in %.1fs", self.name, pause)
+                self.stopping.wait(pause)
                 continue
+            if self.cache_behind:
+                self._recover_cache()
             if handled == 0 and until_idle:
                 break
         self.stats.seconds = time.monotonic() - t0
         log.info(alerts.structured("worker_stop", worker=self.name, **self.stats.to_dict()))
         return self.stats
+
+    def _recover_cache(self) -> None:
+        """Redis answers again after keys went to the outbox: resync them (unless another
+        recovery, e.g. chat_redis_recovery, is at it right now: it does the same)."""
+        try:
+            out = redis_recovery.recover(self.settings, self.client, wait_for_lock=False, max_wait_seconds=5)
+        except Exception:  # noqa: BLE001 - retried after the next batch; the outbox keeps the keys
+            log.exception("worker %s: cache recovery failed; will retry", self.name)
+            return
+        self.cache_behind, self.redis_failures = False, 0
+        if out:
+            log.info("worker %s: cache recovered after a Redis outage: %s", self.name,
+                     {k: out[k] for k in ("outage_id", "scope", "outbox_cleared")})
 
     def stop(self, *_) -> None:
         self.stopping.set()

@@ -1,13 +1,16 @@
 """chat_consistency_hourly: the hourly consistency check between the room and chat tables.
 
-detect (set-based SQL diff) → choose_path → nothing_to_do | repair → validate | too_many
-→ record_metrics → check_health (the alert thresholds) → outcome. Logic lives in chatsync.engine; this file only wires it.
+detect (set-based SQL diff) → choose_path → nothing_to_do | repair → validate | too_many →
+start_major_procedure (chat_major_inconsistency with the run) → record_metrics → check_health (the
+alert thresholds) → outcome (fails unless the chat side ended consistent). Logic lives in
+chatsync.engine; this file only wires it.
 Scope "auto" runs a full pass at midnight (the only one that sees deletes), incremental otherwise.
 """
 
 from datetime import timedelta
 
 import pendulum
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
 from chatsync import engine, health
@@ -46,8 +49,8 @@ def chat_consistency_hourly():
 
     @task
     @fail_fast
-    def too_many(found: dict) -> None:
-        engine.major_step(settings_from_airflow(), found)
+    def too_many(found: dict) -> dict:
+        return engine.major_step(settings_from_airflow(), found)
 
     @task
     @fail_fast
@@ -79,10 +82,12 @@ def chat_consistency_hourly():
     found = detect()
     nothing, major, repaired = nothing_to_do(found), too_many(found), repair(found)
     choose_path(found) >> [nothing, major, repaired]
+    handed_over = TriggerDagRunOperator(task_id="start_major_procedure", trigger_dag_id="chat_major_inconsistency",
+                                        conf=major, retries=0)
     validated = validate(found)
     repaired >> validated
     recorded = record_metrics(found)
-    [nothing, major, validated] >> recorded
+    [nothing, handed_over, validated] >> recorded
     recorded >> check_health() >> outcome(found)
 
 chat_consistency_hourly()

@@ -4,8 +4,9 @@ room ids ({"rooms": [12, 13]}) or with the major run of the hourly check ({"run_
 stop_writes (freeze under a lease) → analyse (counts by kind per room, since when, likely cause
 from the event road) → plan (rows in correction_plans) → route: small enough → apply; bigger than
 the repair threshold → approve (a person approves in the Airflow UI, human-in-the-loop) → apply
-(the audited repair) → validate (GX) → resume_writes. A failure anywhere leaves writes frozen only
-until the lease ends; the failure alert says until when.
+(the audited repair) → validate (GX) → resume_writes → finish. A rejected plan or a failure
+anywhere leaves writes frozen only until the lease ends; finish says until when (and fails the run
+unless a person rejected the plan).
 """
 
 from datetime import timedelta
@@ -78,12 +79,23 @@ def chat_major_inconsistency():
     def resume_writes(frozen: dict, correction: dict) -> dict:
         return major.resume_writes(settings_from_airflow(), frozen["rooms"], correction["run_id"])
 
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+    @fail_fast
+    def finish() -> dict:
+        ti = get_current_context()["ti"]
+        frozen, correction = ti.xcom_pull(task_ids="stop_writes"), ti.xcom_pull(task_ids="plan")
+        states = ti.get_task_states(dag_id=ti.dag_id, task_ids=["approve", "apply"], run_ids=[ti.run_id])[ti.run_id]
+        return major.finish(settings_from_airflow(), (frozen or {}).get("rooms", []),
+                            (correction or {}).get("run_id"),
+                            resumed=ti.xcom_pull(task_ids="resume_writes") is not None,
+                            rejected=states.get("approve") == "success" and states.get("apply") == "skipped")
+
     frozen = stop_writes()
     correction = plan(analyse(frozen))
     applied = apply(correction)
     route(correction) >> [approve, applied]
     approve >> applied
-    applied >> validate(correction) >> resume_writes(frozen, correction)
+    applied >> validate(correction) >> resume_writes(frozen, correction) >> finish()
 
 
 chat_major_inconsistency()

@@ -76,7 +76,7 @@ def clean_db(settings):
         conn.execute("TRUNCATE room.room_participants, room.rooms, chat.chat_participants, chat.chat_rooms")
         tables = ("metrics", "repair_audit", "inconsistencies", "runs", "sync_log", "dead_letters",
                   "metric_buckets", "alert_state", "alert_log", "maintenance_reports", "maintenance_actions",
-                  "table_sizes", "freezes", "deploy_checks", "correction_plans")
+                  "table_sizes", "freezes", "deploy_checks", "correction_plans", "redis_outages", "cache_outbox")
         conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(
             sql.Identifier(settings.ops_schema, t) for t in tables)))
     return settings

@@ -66,3 +66,13 @@ def test_no_secret_in_the_repository_files():
     example = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
                    if line and not line.startswith("#"))
     assert all(v in ("", "change-me") or k == "AIRFLOW_UID" for k, v in example.items())
+
+
+def test_a_celery_profile_with_two_workers():
+    workers = {n: s for n, s in SERVICES.items() if s.get("profiles") == ["celery"]}
+    assert set(workers) == {"airflow-worker-1", "airflow-worker-2"}
+    assert all(s["command"] == "celery worker" and s["build"] == "." for s in workers.values())
+    env = SERVICES["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "${AIRFLOW_EXECUTOR:-LocalExecutor}"
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:6379/")
+    assert "AIRFLOW_EXECUTOR=CeleryExecutor docker compose --profile celery up -d" in (REPO / "docker-compose.yml").read_text()

@@ -42,7 +42,7 @@ def test_hourly_dag_shape(dagbag):
     dag = dagbag.get_dag(HOURLY)
     assert dag is not None
     assert dag.max_active_runs == 1 and dag.catchup is False
-    assert set(dag.task_ids) == {"detect", "choose_path", "nothing_to_do", "too_many", "repair",
+    assert set(dag.task_ids) == {"detect", "choose_path", "nothing_to_do", "too_many", "start_major_procedure", "repair",
                                  "validate", "record_metrics", "check_health", "outcome"}
     assert dag.get_task("choose_path").downstream_task_ids == {"nothing_to_do", "too_many", "repair"}
     assert dag.get_task("detect").retries >= 1

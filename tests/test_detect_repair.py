@@ -146,6 +146,30 @@ def test_write_committed_while_repair_waits_on_the_row_lock(db, clean_db):
     assert result["r"].by_action["update"] == 2  # room 2 and (1,14); (1,11) skipped
 
 
+@pytest.mark.parametrize("write", ["role = 'ADMIN'",  # the very value detection saw
+                                   "updated_at = '2030-01-01'"])  # a column the rules do not compare
+def test_any_write_while_the_repair_waits_leaves_the_row_to_the_next_run(db, clean_db, write):
+    """Also a write that rewrites the detected value, or touches only another column: the repair
+    sees a row version other than the one it read, and skips it (the next run re-checks it)."""
+    db.execute(SMALL_CASE)
+    found = detect(clean_db)
+    app = psycopg.connect(clean_db.database_url)
+    app.execute(f"UPDATE chat.chat_participants SET {write} WHERE room_id = 1 AND user_id = 11")
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(r=repair(clean_db, found.run_id)))
+    worker.start()
+    time.sleep(1.0)  # blocked on the row lock
+    app.commit()
+    app.close()
+    worker.join(30)
+    row = db.execute("SELECT role, updated_at FROM chat.chat_participants WHERE room_id = 1 AND user_id = 11").fetchone()
+    assert row[0] == "ADMIN" and result["r"].by_action["update"] == 2
+    assert db.execute("SELECT count(*) FROM chatsync.repair_audit WHERE run_id = %s AND room_id = 1 AND user_id = 11",
+                      (found.run_id,)).fetchone()[0] == 0
+    if "updated_at" in write:
+        assert row[1].year == 2030
+
+
 def test_rollback_restores_and_skips_rows_changed_since(db, clean_db):
     db.execute(SMALL_CASE)
     before = db.execute("SELECT * FROM chat.chat_participants ORDER BY 1, 2").fetchall()

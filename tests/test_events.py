@@ -205,6 +205,18 @@ class OwnRedis:
         self.proc.kill()
         self.proc.wait()
 
+    def outage_after_first_commit(self, down_seconds: float):
+        """A worker's after_commit hook: at its first call Redis dies, and comes back down_seconds
+        later; the event is set once it is back."""
+        back = threading.Event()
+
+        def hook():
+            if back.is_set() or self.proc.poll() is not None:
+                return
+            self.kill()
+            threading.Timer(down_seconds, lambda: (self.start(), back.set())).start()
+        return hook, back
+
 
 def test_redis_down_mid_batch_then_back_loses_nothing(db, world, tmp_path):
     own = OwnRedis(tmp_path)
@@ -216,14 +228,7 @@ def test_redis_down_mid_batch_then_back_loses_nothing(db, world, tmp_path):
         client = redis.Redis(port=own.port)
         emit(settings, client, 120, seed=8, batch=40)
         client.close()
-        restarted = threading.Event()
-
-        def outage():  # after the first commit: Redis dies, comes back 1.5 s later
-            if restarted.is_set() or own.proc.poll() is not None:
-                return
-            own.kill()
-            threading.Timer(1.5, lambda: (own.start(), restarted.set())).start()
-
+        outage, restarted = own.outage_after_first_commit(1.5)
         worker = Worker(settings, "w1", block_ms=100, batch_size=50, after_commit=outage)
         worker.run(until_idle=True, max_seconds=60)
         assert restarted.is_set()
