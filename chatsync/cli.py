@@ -80,7 +80,7 @@ def cmd_simulate(args) -> tuple[int, dict]:
     from chatsync.simulate import simulate
 
     report = simulate(settings_for_cli(), rooms=args.rooms, members=args.members, drift=args.drift,
-                      seed=args.seed)
+                      seed=args.seed, drift_rooms=args.drift_rooms, maintain_fingerprints=args.fingerprints)
     return EXIT_OK, report.to_dict()
 
 
@@ -177,6 +177,17 @@ def cmd_grants(args) -> tuple[int, dict]:
     return EXIT_OK, {}
 
 
+def cmd_fingerprints(args) -> tuple[int, dict]:
+    from chatsync import fingerprints
+
+    settings = settings_for_cli()
+    if args.action == "install":
+        return EXIT_OK, {"installed": fingerprints.install(settings)}
+    if args.action == "uninstall":
+        return EXIT_OK, {"uninstalled": fingerprints.uninstall(settings)}
+    return EXIT_OK, {"fingerprints": fingerprints.status(settings)}
+
+
 def cmd_bench(args) -> tuple[int, dict]:
     from chatsync.bench import run_bench
 
@@ -186,8 +197,8 @@ def cmd_bench(args) -> tuple[int, dict]:
         return EXIT_OK, run_events_bench(settings_for_cli(), participants=args.participants,
                                          events=args.events, rate=args.rate, seed=args.seed)
     return EXIT_OK, run_bench(settings_for_cli(), participants=args.participants, drift=args.drift,
-                              seed=args.seed, skip_pandas=args.skip_pandas, repeat=args.repeat,
-                              drift_rooms=args.drift_rooms)
+                              seed=args.seed, skip_pandas=args.skip_pandas, repeat=args.repeat, members=args.members,
+                              drift_rooms=args.drift_rooms, maintained_fingerprints=args.fingerprints)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--members", type=_positive_int, required=True, help="mean participants per room")
     p.add_argument("--drift", type=_fraction, required=True, help="fraction of participant rows drifted")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--drift-rooms", type=_fraction, default=1.0,
+                   help="put the participant drift in this fraction of the rooms (default 1: spread)")
+    p.add_argument("--fingerprints", action="store_true",
+                   help="install maintained fingerprints on the clean data, before the drift")
 
     p = add("check", cmd_check, "one consistency pass: detect, then repair and validate")
     p.add_argument("--scope", choices=("full", "incremental"), default="full")
@@ -255,13 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("role", help="the role chatsync connects as")
     p.add_argument("--apply", action="store_true", help="run them now (connect as an administrator)")
 
+    p = add("fingerprints", cmd_fingerprints,
+            "per-room fingerprints kept current by triggers: install (or rebuild), uninstall, status")
+    p.add_argument("action", choices=("install", "uninstall", "status"))
+
     p = add("bench", cmd_bench, "time detect/repair against a bare FULL OUTER JOIN and pandas")
     p.add_argument("--participants", type=_positive_int, default=1_000_000)
+    p.add_argument("--members", type=_positive_int, default=50, help="participants per room")
     p.add_argument("--drift", type=_fraction, default=0.01)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--drift-rooms", type=_fraction, default=1.0,
                    help="put the participant drift in this fraction of the rooms (default 1: spread)")
     p.add_argument("--skip-pandas", action="store_true", help="leave out the pandas approach")
+    p.add_argument("--fingerprints", action="store_true",
+                   help="detect from fingerprints maintained by triggers (installed before the drift)")
     p.add_argument("--repeat", type=_positive_int, default=3, help="runs of each read step (median kept)")
     p.add_argument("--suite", choices=("consistency", "events"), default="consistency",
                    help="consistency: detect/repair (default); events: worker delay, drain, cache resync")

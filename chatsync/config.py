@@ -46,6 +46,10 @@ class Settings:
     # rooms that differ, unless more than fingerprint_max_room_fraction of the rooms do.
     fingerprint_min_rows: int = 2_000_000
     fingerprint_max_room_fraction: float = 0.25
+    # With fingerprints maintained by triggers (chatsync fingerprints install) a full scan diffs
+    # only the keys changed since the last one, unless more than this fraction of the rows changed
+    # (measured at 10M rows: ~48 us a key against ~0.36 us a row for the sharded scan).
+    fingerprint_max_changed_fraction: float = 0.005
     repair_parallel_min_rows: int = 2_000
     # Incremental scope re-reads this much before the last watermark (commit lag, clock skew).
     incremental_overlap_seconds: int = 120
@@ -121,6 +125,8 @@ class Settings:
                 raise bad(name, "must be a positive whole number")
         if not 0 < self.fingerprint_max_room_fraction <= 1:
             raise bad("fingerprint_max_room_fraction", "must be a fraction in (0, 1]")
+        if not 0 <= self.fingerprint_max_changed_fraction <= 1:
+            raise bad("fingerprint_max_changed_fraction", "must be a fraction in [0, 1]")
         if not 0 <= self.error_rate <= 1:
             raise bad("error_rate", "must be a fraction in [0, 1]")
         for name in ("incremental_overlap_seconds", "workers", "error_rate_min_events", "alert_repeat_minutes",

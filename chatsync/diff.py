@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from psycopg import sql
 
-from chatsync import runs
+from chatsync import fingerprints, runs
 from chatsync.config import Settings
 from chatsync.db import connection, sql_file, with_retry
 from chatsync.errors import ConfigError
@@ -251,18 +251,68 @@ def _parallel_ranges(conn, settings: Settings, es: EntitySQL, scope: Scope) -> l
     return _split(conn, es, scope, workers)
 
 
+def _maintained_fingerprints(conn, settings: Settings, es: EntitySQL, scope: Scope, run_id: int) -> bool:
+    """True when this full scan can start from fingerprints kept current by triggers."""
+    if scope.kind != "full" or not es.entity.has_user:
+        return False
+    state, why = fingerprints.state(conn, settings, es)
+    if state == "stale":
+        log.warning("run %s: %s fingerprints are stale (%s): diffing the tables; rebuild with "
+                    "'chatsync fingerprints install'", run_id, es.entity.name, why)
+    return state == "current"
+
+
+def _diff_changed_keys(conn, settings: Settings, es: EntitySQL, run_id: int) -> bool:
+    """Full scope from maintained fingerprints: fold the log, compare the fingerprints, diff the
+    changed (and still unresolved) keys of the rooms that differ, then prove the rest of each such
+    room matches (fingerprints_unexplained_rooms.sql); a room the proof fails gets a row diff.
+    The cost follows the changes, not the table; above fingerprint_max_changed_fraction of the
+    rows changed a key costs more than its share of a table scan, so False: scan instead."""
+    t0 = time.perf_counter()
+    changed = fingerprints.fold(conn, settings, es)
+    limit = settings.fingerprint_max_changed_fraction * max(_estimated_rows(conn, es), 1)
+    if changed > limit:
+        log.info("run %s: %s: %d keys changed since the last fold, above the switch (%.0f): diffing the tables",
+                 run_id, es.entity.name, changed, limit)
+        return False
+    differing, rooms = fingerprints.differing_rooms(conn, settings, es)
+    keys = 0
+    unexplained: list[int] = []
+    # A few keys out of millions: index probes, not scans (PostgreSQL's default random_page_cost
+    # of 4 prices spinning disks and picks two full scans; see also repair._repair_batch).
+    previous = conn.execute("SELECT current_setting('random_page_cost'), set_config('random_page_cost', '1.1', true)"
+                            ).fetchone()[0]
+    if differing:
+        keys = fingerprints.fill_scope_keys(conn, settings, es)
+        scope = Scope("keys", rooms=tuple(differing))  # the keys filled above, inside these rooms
+        conn.execute(_insert_statement(settings, es, scope), _bind(scope, run_id, es.entity))
+        unexplained = fingerprints.unexplained_rooms(conn, settings, es)
+        if unexplained:
+            log.warning("run %s: %s: %d rooms differ beyond their logged changes (drift older than the "
+                        "log, or a write that skipped the triggers): row diff of those rooms",
+                        run_id, es.entity.name, len(unexplained))
+            conn.execute(J("DELETE FROM {}.inconsistencies WHERE run_id = %s AND kind = ANY(%s) "
+                           "AND room_id = ANY(%s)").format(sql.Identifier(settings.ops_schema)),
+                         (run_id, list(es.entity.kinds), unexplained))
+            part = Scope("rooms", rooms=tuple(unexplained))
+            _scan(conn, settings, es, part, _bind(part, run_id, es.entity))
+    conn.execute("SELECT set_config('random_page_cost', %s, true)", (previous,))
+    log.info("run %s: %s from maintained fingerprints: %d of %d rooms differ, %d keys diffed, %d rooms "
+             "row-diffed, in %.2fs", run_id, es.entity.name, len(differing), rooms, keys, len(unexplained),
+             time.perf_counter() - t0)
+    return True
+
+
 def _fingerprinted_rooms(conn, settings: Settings, es: EntitySQL, scope: Scope, run_id: int) -> list[int] | None:
-    """For a full scan of a big entity: the rooms whose per-room fingerprints differ ([] when
-    none), or None to diff the whole tables (small table, room-level entity, or too many rooms
-    differ for the narrowing to pay: the adaptive switch)."""
+    """For a full scan of a big per-room entity with no maintained fingerprints: the rooms whose
+    fingerprints, hashed from both tables, differ ([] when none), or None to diff the whole
+    tables (small table, room-level entity, or too many rooms differ for the narrowing to pay:
+    the adaptive switch)."""
     if (scope.kind != "full" or not es.entity.has_user
             or _estimated_rows(conn, es) < settings.fingerprint_min_rows):
         return None
     t0 = time.perf_counter()
-    differing, rooms = conn.execute(sql_file(
-        settings, "detect_room_fingerprints", room=es.room.ident, chat=es.chat.ident,
-        room_room_id=es.rc(es.entity.room_key[0], "r"), chat_room_id=es.cc(es.entity.chat_key[0], "c"),
-        room_hash=es.row_hash("room"), chat_hash=es.row_hash("chat"))).fetchone()
+    differing, rooms = fingerprints.hashed_differing_rooms(conn, settings, es)
     share = len(differing) / rooms if rooms else 0.0
     use = share <= settings.fingerprint_max_room_fraction
     log.info("run %s: %s fingerprints: %d of %d rooms differ (%.1f%%) in %.2fs; %s", run_id, es.entity.name,
@@ -283,6 +333,20 @@ def _insert_in_parallel(settings: Settings, es: EntitySQL, ranges: list[Scope], 
             future.result()
 
 
+def _diff_tables(conn, settings: Settings, es: EntitySQL, scope: Scope, run_id: int) -> None:
+    """The row diff of the scope: narrowed to the rooms whose hashed fingerprints differ, split in
+    room-id ranges on parallel connections, or one statement."""
+    if (narrowed := _fingerprinted_rooms(conn, settings, es, scope, run_id)) is not None:
+        if narrowed:  # [] : every room's fingerprints match, nothing to diff
+            part = Scope("rooms", rooms=tuple(narrowed))
+            _scan(conn, settings, es, part, _bind(part, run_id, es.entity))
+    elif ranges := _parallel_ranges(conn, settings, es, scope):
+        _insert_in_parallel(settings, es, ranges, run_id)
+        log.info("run %s: %s scanned in %d parallel ranges", run_id, es.entity.name, len(ranges))
+    else:
+        _scan(conn, settings, es, scope, _bind(scope, run_id, es.entity))
+
+
 def _detect_once(conn, settings: Settings, scope: Scope, run_id: int, t0: float) -> DetectResult:
     ops = settings.ops_schema
     effective = scope
@@ -299,30 +363,20 @@ def _detect_once(conn, settings: Settings, scope: Scope, run_id: int, t0: float)
             else:
                 since = watermark - timedelta(seconds=settings.incremental_overlap_seconds)
     with conn.transaction():
-        if effective.kind in ("incremental", "keys"):
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_scope_keys "
-                         "(room_id bigint NOT NULL, user_id bigint) ON COMMIT DROP")
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_scope_keys "
+                      "(room_id bigint NOT NULL, user_id bigint) ON COMMIT DROP")
         durations: dict[str, float] = {}
         for es in entity_sql(settings):
             t_entity = time.perf_counter()
             if effective.kind in ("incremental", "keys"):
                 _fill_scope_keys(conn, settings, es, effective, since)
             params = _bind(effective, run_id, es.entity)
-            narrowed = _fingerprinted_rooms(conn, settings, es, effective, run_id)
-            ranges = []
-            if narrowed is not None:  # [] : every room's fingerprints match, nothing to diff
-                if narrowed:
-                    part = Scope("rooms", rooms=tuple(narrowed))
-                    _scan(conn, settings, es, part, _bind(part, run_id, es.entity))
-            elif ranges := _parallel_ranges(conn, settings, es, effective):
-                _insert_in_parallel(settings, es, ranges, run_id)
-            else:
-                _scan(conn, settings, es, effective, params)
+            if not (_maintained_fingerprints(conn, settings, es, effective, run_id)
+                    and _diff_changed_keys(conn, settings, es, run_id)):
+                _diff_tables(conn, settings, es, effective, run_id)
             conn.execute(sql_file(settings, "close_vanished_findings", **es.common(ops),
                                   in_scope=_findings_in_scope(es, effective)), params)
             durations[es.entity.name] = round(time.perf_counter() - t_entity, 4)
-            if ranges:
-                log.info("run %s: %s scanned in %d parallel ranges", run_id, es.entity.name, len(ranges))
         counts = {k: 0 for k in KINDS}
         for kind, n in conn.execute(J("SELECT kind, count(*) FROM {}.inconsistencies WHERE run_id = %s "
                                       "GROUP BY kind").format(sql.Identifier(ops)), (run_id,)):

@@ -26,7 +26,7 @@ from datetime import timedelta
 
 from psycopg import sql
 
-from chatsync import rules
+from chatsync import fingerprints, rules
 from chatsync.config import Settings
 from chatsync.db import connection, sql_file, with_retry
 from chatsync.errors import ConfigError
@@ -279,22 +279,25 @@ def _restore_indexes(conn, suspended: _Suspended) -> None:
 
 
 def simulate(settings: Settings, rooms: int, members: int, drift: float, seed: int = 42,
-             drift_rooms: float = 1.0) -> SimulationReport:
+             drift_rooms: float = 1.0, maintain_fingerprints: bool = False) -> SimulationReport:
     """Wipe and refill the room and chat tables, then inject drift; all in one transaction.
 
     ``members`` is the mean room size; ``drift`` the fraction of participant rows drifted (spread
     over the participant kinds), plus max(1, round(rooms * drift)) rooms per room-level kind.
     With drift > 0 every inconsistency kind gets at least one case. ``drift_rooms`` < 1 puts the
     participant drift in that fraction of the rooms only (the benchmark's concentrated layout).
+    Maintained fingerprints (chatsync.fingerprints) are dropped with the old data; with
+    ``maintain_fingerprints`` they are installed on the clean data, so the drift reaches their log.
     """
     _check_inputs(rooms, members, drift, seed)
     if not 0 < drift_rooms <= 1:
         raise ConfigError(f"drift_rooms={drift_rooms!r}: must be a fraction in (0, 1]")
-    return with_retry(lambda: _simulate(settings, rooms, members, drift, seed, drift_rooms), settings, "simulate")
+    return with_retry(lambda: _simulate(settings, rooms, members, drift, seed, drift_rooms, maintain_fingerprints),
+                      settings, "simulate")
 
 
 def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: int,
-              drift_rooms: float = 1.0) -> SimulationReport:
+              drift_rooms: float = 1.0, maintain_fingerprints: bool = False) -> SimulationReport:
     t_start = time.perf_counter()
     stages: dict[str, float] = {}
     mapping = load_mapping(settings.mapping_path)
@@ -329,6 +332,8 @@ def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: 
         else:
             name_column = name_value = J("")
 
+        if fingerprints.any_installed(conn, settings):  # their triggers would log the whole refill
+            fingerprints.uninstall_on(conn, settings)
         run(conn, "simulate_session_setup")
         t0 = time.perf_counter()
         conn.execute(J("TRUNCATE {}, {}, {}, {}").format(
@@ -367,6 +372,10 @@ def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: 
         conn.execute(J("ANALYZE {}, {}, {}, {}").format(parts["rr"], parts["rp"], parts["cr"], parts["cp"]))
         stages["analyze"] = time.perf_counter() - t0
 
+        if maintain_fingerprints:
+            t0 = time.perf_counter()
+            fingerprints.install_on(conn, settings)
+            stages["fingerprints"] = time.perf_counter() - t0
         if drift > 0:
             _inject_drift(conn, run, rooms=n_rooms, participants=n_participants, drift=drift, drift_rooms=drift_rooms,
                           status_values=status_values, status_bounds=status_bounds,

@@ -72,11 +72,16 @@ TABLES = ("room.room_participants", "room.rooms", "chat.chat_participants", "cha
 @pytest.fixture
 def clean_db(settings):
     """Empty application and ops tables before the test (the schema stays)."""
+    from chatsync import fingerprints
+
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        if fingerprints.any_installed(conn, settings):  # a test installed them: drop them first
+            fingerprints.uninstall_on(conn, settings)
         conn.execute("TRUNCATE room.room_participants, room.rooms, chat.chat_participants, chat.chat_rooms")
         tables = ("metrics", "repair_audit", "inconsistencies", "runs", "sync_log", "dead_letters",
                   "metric_buckets", "alert_state", "alert_log", "maintenance_reports", "maintenance_actions",
-                  "table_sizes", "freezes", "deploy_checks", "correction_plans", "redis_outages", "cache_outbox")
+                  "table_sizes", "freezes", "deploy_checks", "correction_plans", "redis_outages", "cache_outbox",
+                  "room_fingerprints", "room_fingerprint_deltas", "fingerprint_maintenance")
         conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(
             sql.Identifier(settings.ops_schema, t) for t in tables)))
     return settings

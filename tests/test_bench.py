@@ -15,7 +15,9 @@ def test_bench_runs_every_step_and_cleans_up(settings):
     assert code == 0, err
     result = json.loads(out)
     steps = result["steps"]
-    assert set(steps) == {"floor", "foj", "pandas", "pandas_copy", "detect", "bare_repair", "repair"}
+    assert set(steps) == {"floor", "foj", "pandas", "pandas_copy", "detect", "bare_repair", "repair", "incremental"}
+    # after the repair, 1 % of the chat rows changed: the incremental scope finds exactly those
+    assert steps["incremental"]["rows"] == steps["incremental"]["changed"] > 0
     injected = result["injected"]
     participant_kinds = ("missing_participant", "orphan_participant", "role_mismatch",
                          "permissions_mismatch", "ban_mismatch")

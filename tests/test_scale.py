@@ -13,6 +13,9 @@ from chatsync.errors import ConfigError
 from chatsync.simulate import simulate
 
 
+EVERY_ROOM = Scope("range", room_range=(-2**63, 2**63 - 1))  # the plain row diff, whatever is maintained
+
+
 def findings(db, run_id: int) -> set[tuple]:
     return set(db.execute("SELECT kind, room_id, user_id FROM chatsync.inconsistencies WHERE run_id = %s",
                           (run_id,)).fetchall())
@@ -51,3 +54,87 @@ def test_fingerprints_close_what_vanished_everywhere(db, clean_db):
 def test_concentrated_drift_is_checked(clean_db):
     with pytest.raises(ConfigError, match="drift_rooms"):
         simulate(clean_db, rooms=5, members=3, drift=0.1, seed=1, drift_rooms=0)
+
+
+def test_maintained_fingerprints_find_what_the_plain_diff_finds_reading_only_the_changes(db, clean_db, caplog):
+    """Triggers keep the fingerprints current through every kind of write on both sides; the full
+    pass diffs only the logged keys of the differing rooms and proves the rest of those rooms."""
+    report = simulate(clean_db, rooms=120, members=20, drift=0.03, seed=43, maintain_fingerprints=True)
+    assert db.execute("SELECT count(*) FROM chatsync.room_fingerprint_deltas").fetchone()[0] > 0
+    caplog.set_level(logging.INFO, logger="chatsync.diff")
+    settings = replace(clean_db, fingerprint_max_changed_fraction=1.0)  # 3 % drift: above the default switch
+    fast = detect(settings, Scope("full"))
+    line = next(r.getMessage() for r in caplog.records if "from maintained fingerprints" in r.getMessage())
+    assert " 0 rooms row-diffed" in line, line  # the drift went through the triggers: the log explains it all
+    assert {k: v for k, v in fast.counts.items() if v} == {k: v for k, v in report.injected.items() if v}
+    assert db.execute("SELECT count(*) FROM chatsync.room_fingerprint_deltas").fetchone()[0] == 0  # folded
+    # application writes of every shape, on both sides, after the fold
+    db.execute("UPDATE chat.chat_participants SET permissions = permissions # 1 WHERE user_id % 7 = 0")
+    db.execute("UPDATE chat.chat_participants SET updated_at = now() WHERE user_id % 5 = 0")  # nothing compared
+    db.execute("DELETE FROM chat.chat_participants WHERE user_id % 11 = 1")
+    db.execute("INSERT INTO chat.chat_participants (room_id, user_id, role, permissions, banned) "
+               "SELECT room_id, user_id + 10000000, role, permissions, banned FROM chat.chat_participants "
+               "WHERE user_id % 13 = 2")
+    db.execute("UPDATE room.room_participants SET banned_at = CASE WHEN banned_at IS NULL THEN now() END "
+               "WHERE user_id % 17 = 3")
+    db.execute("UPDATE chat.chat_participants SET room_id = room_id + 1 WHERE user_id % 19 = 4 AND room_id < 100 "
+               "AND NOT EXISTS (SELECT 1 FROM chat.chat_participants o WHERE o.room_id = chat_participants.room_id + 1 "
+               "AND o.user_id = chat_participants.user_id)")
+    caplog.clear()
+    again = detect(settings, Scope("full"))
+    plain = detect(clean_db, EVERY_ROOM)
+    assert findings(db, again.run_id) == findings(db, plain.run_id)
+    assert again.counts["permissions_mismatch"] > fast.counts["permissions_mismatch"]
+    line = next(r.getMessage() for r in caplog.records if "from maintained fingerprints" in r.getMessage())
+    assert " 0 rooms row-diffed" in line, line
+
+
+def test_drift_older_than_the_log_and_writes_that_skip_the_triggers_are_not_missed(db, clean_db, caplog):
+    from chatsync import fingerprints
+    from chatsync.diff import entity_sql
+
+    es = next(e for e in entity_sql(clean_db) if e.entity.has_user)
+    settings = replace(clean_db, fingerprint_max_changed_fraction=1.0)
+    # installed after the drift: the log names none of it, the proof fails, those rooms get a row diff
+    report = simulate(clean_db, rooms=60, members=10, drift=0.02, seed=44)
+    fingerprints.install(clean_db)
+    caplog.set_level(logging.INFO, logger="chatsync.diff")
+    first = detect(settings, Scope("full"))
+    assert {k: v for k, v in first.counts.items() if v} == {k: v for k, v in report.injected.items() if v}
+    assert any("rooms differ beyond their logged changes" in r.getMessage() for r in caplog.records)
+    # a trigger disabled is noticed and remembered: writes made meanwhile are not in the log, so
+    # detect diffs the tables until the fingerprints are rebuilt, even after the trigger is back
+    db.execute("ALTER TABLE chat.chat_participants DISABLE TRIGGER chatsync_fingerprint_update")
+    assert fingerprints.state(db, clean_db, es)[0] == "stale"
+    db.execute("UPDATE chat.chat_participants SET permissions = permissions # 2 WHERE user_id % 9 = 0")
+    db.execute("ALTER TABLE chat.chat_participants ENABLE TRIGGER chatsync_fingerprint_update")
+    caplog.clear()
+    run = detect(settings, Scope("full"))
+    assert any("fingerprints are stale" in r.getMessage() and "triggers enabled" in r.getMessage()
+               for r in caplog.records)
+    assert findings(db, run.run_id) == findings(db, detect(clean_db, EVERY_ROOM).run_id)
+    fingerprints.install(clean_db)  # the rebuild: current again, from the tables as they are
+    assert fingerprints.state(db, clean_db, es)[0] == "current"
+    # TRUNCATE skips row triggers: the fingerprints are marked stale and detect diffs the tables
+    db.execute("TRUNCATE chat.chat_participants")
+    assert fingerprints.state(db, clean_db, es)[0] == "stale"
+    caplog.clear()
+    after = detect(settings, Scope("full"))
+    assert any("fingerprints are stale" in r.getMessage() and "TRUNCATE of chat.chat_participants" in r.getMessage()
+               for r in caplog.records)
+    assert after.counts["missing_participant"] == db.execute("SELECT count(*) FROM room.room_participants").fetchone()[0]
+
+
+def test_above_the_changed_keys_switch_the_tables_are_diffed_and_the_log_still_folded(db, clean_db, caplog):
+    report = simulate(clean_db, rooms=80, members=20, drift=0.03, seed=45, maintain_fingerprints=True)
+    caplog.set_level(logging.INFO, logger="chatsync.diff")
+    run = detect(replace(clean_db, fingerprint_max_changed_fraction=0.005), Scope("full"))
+    assert any("above the switch" in r.getMessage() and "keys changed" in r.getMessage() for r in caplog.records)
+    assert {k: v for k, v in run.counts.items() if v} == {k: v for k, v in report.injected.items() if v}
+    assert db.execute("SELECT count(*) FROM chatsync.room_fingerprint_deltas").fetchone()[0] == 0
+    # the folded fingerprints still tell the truth: the next pass diffs nothing new and proves the rest
+    caplog.clear()
+    again = detect(replace(clean_db, fingerprint_max_changed_fraction=1.0), Scope("full"))
+    assert findings(db, again.run_id) == findings(db, run.run_id)
+    line = next(r.getMessage() for r in caplog.records if "from maintained fingerprints" in r.getMessage())
+    assert " 0 rooms row-diffed" in line, line

@@ -1,0 +1,14 @@
+-- Fold the delta log of one entity (what committed before this transaction's snapshot) into its
+-- fingerprints. The keys it names stay in pg_temp.chatsync_changed_keys for the keyed diff.
+WITH moved AS (
+    DELETE FROM {ops}.room_fingerprint_deltas WHERE entity = %(entity)s
+    RETURNING side, room_id, user_id, row_count, hash
+), changed AS (
+    INSERT INTO pg_temp.chatsync_changed_keys (room_id, user_id) SELECT DISTINCT room_id, user_id FROM moved
+), net AS (
+    SELECT side, room_id, sum(row_count) AS row_count, bit_xor(hash) AS hash FROM moved GROUP BY side, room_id
+)
+INSERT INTO {ops}.room_fingerprints AS f (entity, side, room_id, row_count, hash)
+SELECT %(entity)s, side, room_id, row_count, hash FROM net
+ON CONFLICT (entity, side, room_id) DO UPDATE
+SET row_count = f.row_count + excluded.row_count, hash = f.hash # excluded.hash

@@ -1,0 +1,7 @@
+-- The keys to diff in the rooms whose fingerprints differ: those changed since the last fold,
+-- and those of findings still unresolved (drift older than the log, a skipped repair).
+INSERT INTO pg_temp.chatsync_scope_keys (room_id, user_id)
+SELECT room_id, user_id FROM pg_temp.chatsync_changed_keys WHERE room_id IN (SELECT room_id FROM pg_temp.chatsync_differing_rooms)
+UNION
+SELECT room_id, user_id FROM {ops}.inconsistencies
+WHERE resolved_at IS NULL AND kind = ANY(%(kinds)s) AND room_id IN (SELECT room_id FROM pg_temp.chatsync_differing_rooms)
