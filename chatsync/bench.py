@@ -214,9 +214,9 @@ def _step_incremental(settings: Settings, run_id: int, **_) -> dict:
     return {"seconds": result.seconds, "rows": result.rows_to_change, "changed": changed}
 
 
-STEPS = {"incremental": _step_incremental, "floor": _step_floor, "foj": _step_foj, "pandas": _step_pandas, "pandas_copy": _step_pandas_copy,
+STEPS = {"floor": _step_floor, "foj": _step_foj, "pandas": _step_pandas, "pandas_copy": _step_pandas_copy,
          "detect": _step_detect,
-         "bare_repair": _step_bare_repair, "repair": _step_repair}
+         "bare_repair": _step_bare_repair, "repair": _step_repair, "incremental": _step_incremental}
 
 
 def _child_main(argv: list[str]) -> None:
@@ -343,21 +343,22 @@ def _ratios(r: dict) -> dict:
     }
 
 
-def _verdicts(ratios: dict) -> dict:
-    def check(value, ok) -> str:
-        return "n/a" if value is None else ("PASS" if ok(value) else "MISS")
+def _check(value, ok) -> str:
+    return "n/a" if value is None else ("PASS" if ok(value) else "MISS")
 
+
+def _verdicts(ratios: dict) -> dict:
     return {
         "detect within 1.5x of bare FULL OUTER JOIN":
-            check(ratios["detect_vs_foj"], lambda v: v <= TARGETS["detect_vs_foj_max"]),
+            _check(ratios["detect_vs_foj"], lambda v: v <= TARGETS["detect_vs_foj_max"]),
         "detect >= 10x faster than pandas":
-            check(ratios["pandas_vs_detect_time"], lambda v: v >= TARGETS["pandas_vs_detect_time_min"]),
+            _check(ratios["pandas_vs_detect_time"], lambda v: v >= TARGETS["pandas_vs_detect_time_min"]),
         "detect >= 20x less memory than pandas (peak RSS)":
-            check(ratios["pandas_vs_detect_peak_memory"], lambda v: v >= TARGETS["pandas_vs_detect_memory_min"]),
+            _check(ratios["pandas_vs_detect_peak_memory"], lambda v: v >= TARGETS["pandas_vs_detect_memory_min"]),
         "detect >= 20x less memory than pandas (work memory)":
-            check(ratios["pandas_vs_detect_work_memory"], lambda v: v >= TARGETS["pandas_vs_detect_memory_min"]),
+            _check(ratios["pandas_vs_detect_work_memory"], lambda v: v >= TARGETS["pandas_vs_detect_memory_min"]),
         "repair with audit >= 50,000 rows/s":
-            check(ratios["repair_rows_per_second"], lambda v: v >= TARGETS["repair_rows_per_second_min"]),
+            _check(ratios["repair_rows_per_second"], lambda v: v >= TARGETS["repair_rows_per_second_min"]),
     }
 
 
@@ -369,13 +370,13 @@ def _scale_verdicts(out: dict) -> dict:
     spread = out["drift_rooms"] >= 1
     limit = TARGETS["detect_vs_floor_max_spread" if spread else "detect_vs_floor_max_concentrated"]
     peak = max(s["peak_rss_mb"] for k, s in steps.items() if k in ("detect", "repair", "incremental"))
-    verdict = lambda ok: "PASS" if ok else "MISS"  # noqa: E731
     return {
         f"detect <= {limit:g}x the floor ({'spread' if spread else 'concentrated'} drift)":
-            verdict(ratios["detect_vs_floor"] <= limit),
-        "repair with audit >= 100,000 rows/s": verdict(ratios["repair_rows_per_second"] >= TARGETS[
-            "repair_rows_per_second_min_10m"]),
-        f"chatsync step peak RSS < {TARGETS['task_peak_rss_mb_max']} MB": verdict(peak < TARGETS["task_peak_rss_mb_max"]),
+            _check(ratios["detect_vs_floor"], lambda v: v <= limit),
+        "repair with audit >= 100,000 rows/s":
+            _check(ratios["repair_rows_per_second"], lambda v: v >= TARGETS["repair_rows_per_second_min_10m"]),
+        f"chatsync step peak RSS < {TARGETS['task_peak_rss_mb_max']} MB":
+            _check(peak, lambda v: v < TARGETS["task_peak_rss_mb_max"]),
     }
 
 

@@ -4,14 +4,16 @@ hash every row.
 ``install`` puts three statement triggers (insert, update, delete, with transition tables) and a
 TRUNCATE trigger on both tables of each per-room entity and hashes the baseline, in one
 transaction (the triggers' lock holds writes back meanwhile: seconds at 10M rows). Each write
-then appends its net change per room to ``room_fingerprint_deltas``; ``differing_rooms`` folds
-that log into ``room_fingerprints`` and compares the two sides, in milliseconds whatever the
-table size. The hash is ``EntitySQL.row_hash``, the one detect uses when it hashes the tables.
+then appends its net change per key to ``room_fingerprint_deltas``; detect ``fold``s that log
+into ``room_fingerprints``, compares the two sides (``differing_rooms``), diffs the changed keys
+of the rooms that differ and proves the rest of those rooms (``unexplained_rooms``). The hash is
+``EntitySQL.row_hash``, the one detect uses when it hashes the tables.
 
 A write that bypasses row triggers cannot be seen: TRUNCATE marks the fingerprints stale, a
-disabled or dropped trigger is noticed by ``state``; both send detect back to hashing the tables
-(and say so in the log) until ``install`` runs again. ``session_replication_role = replica``
-(logical-replication apply, some restore tools) skips triggers silently: rebuild after one.
+disabled or dropped trigger is noticed by ``state`` (and remembered); both send detect back to
+diffing the tables (and say so in the log) until ``install`` runs again.
+``session_replication_role = replica`` (logical-replication apply, some restore tools) skips
+triggers silently: rebuild after one.
 """
 
 from __future__ import annotations
@@ -110,11 +112,18 @@ def install_on(conn, settings: Settings) -> list[dict]:
     return out
 
 
+def _hashed_side(es: EntitySQL, side: str) -> sql.Composed:
+    """(room_id, n, h) per room of one side, hashed from its table: the baseline of install and
+    detect's compare when no fingerprints are maintained."""
+    table, alias, _, row_hash = _side(es, side)
+    room_id = es.rc(es.entity.room_key[0], "r") if side == "room" else es.cc(es.entity.chat_key[0], "c")
+    return J("SELECT {} AS room_id, count(*) AS n, bit_xor({}) AS h FROM {} AS {} GROUP BY 1").format(
+        room_id, row_hash, table.ident, sql.Identifier(alias))
+
+
 def _build_statement(settings: Settings, es: EntitySQL) -> sql.Composed:
     return sql_file(settings, "fingerprints_build", ops=sql.Identifier(settings.ops_schema),
-                    room=es.room.ident, chat=es.chat.ident,
-                    room_room_id=es.rc(es.entity.room_key[0], "r"), chat_room_id=es.cc(es.entity.chat_key[0], "c"),
-                    room_hash=es.row_hash("room"), chat_hash=es.row_hash("chat"))
+                    room_side=_hashed_side(es, "room"), chat_side=_hashed_side(es, "chat"))
 
 
 def uninstall(settings: Settings) -> list[str]:
@@ -152,8 +161,10 @@ def _triggers(conn, es: EntitySQL, enabled_only: bool = True) -> int:
     ).fetchone()[0]
 
 
-def any_installed(conn, settings: Settings) -> bool:
-    return any(_triggers(conn, es, enabled_only=False) for es in per_room_entities(settings))
+def remove_if_installed(conn, settings: Settings) -> None:
+    """uninstall_on, when any fingerprint trigger is there (the ops tables may predate them)."""
+    if any(_triggers(conn, es, enabled_only=False) for es in per_room_entities(settings)):
+        uninstall_on(conn, settings)
 
 
 def state(conn, settings: Settings, es: EntitySQL) -> tuple[str, str]:
@@ -229,12 +240,8 @@ def unexplained_rooms(conn, settings: Settings, es: EntitySQL) -> list[int]:
 
 def hashed_differing_rooms(conn, settings: Settings, es: EntitySQL) -> tuple[list[int], int]:
     """The same answer with both tables hashed now (no triggers needed)."""
-    side = J("SELECT {} AS room_id, count(*) AS n, bit_xor({}) AS h FROM {} AS {} GROUP BY 1")
-    return conn.execute(sql_file(
-        settings, "detect_room_fingerprints",
-        room_side=side.format(es.rc(es.entity.room_key[0], "r"), es.row_hash("room"), es.room.ident, J("r")),
-        chat_side=side.format(es.cc(es.entity.chat_key[0], "c"), es.row_hash("chat"), es.chat.ident, J("c")),
-    )).fetchone()
+    return conn.execute(sql_file(settings, "detect_room_fingerprints", room_side=_hashed_side(es, "room"),
+                                 chat_side=_hashed_side(es, "chat"))).fetchone()
 
 
 def status(settings: Settings) -> list[dict]:

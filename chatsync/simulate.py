@@ -332,8 +332,7 @@ def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: 
         else:
             name_column = name_value = J("")
 
-        if fingerprints.any_installed(conn, settings):  # their triggers would log the whole refill
-            fingerprints.uninstall_on(conn, settings)
+        fingerprints.remove_if_installed(conn, settings)  # their triggers would log the whole refill
         run(conn, "simulate_session_setup")
         t0 = time.perf_counter()
         conn.execute(J("TRUNCATE {}, {}, {}, {}").format(
