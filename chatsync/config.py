@@ -42,6 +42,10 @@ class Settings:
     # cannot parallelise a FULL OUTER JOIN itself) and repair (batches). 0 = one per CPU, up to 8.
     workers: int = 0
     detect_parallel_min_rows: int = 250_000
+    # The hourly DAG splits a full scope of more rows than this into room-id shards, one mapped
+    # task (and transaction) each, so a Celery/Kubernetes deployment spreads them over workers.
+    detect_shard_rows: int = 2_000_000
+    detect_max_shards: int = 32
     # Full scans of at least this many rows first compare per-room fingerprints and diff only the
     # rooms that differ, unless more than fingerprint_max_room_fraction of the rooms do.
     fingerprint_min_rows: int = 2_000_000
@@ -120,7 +124,7 @@ class Settings:
             raise bad("repair_max_fraction", "must be a fraction in (0, 1]")
         for name in ("repair_max_changes", "repair_batch_rows", "sync_delay_ms",
                      "inconsistency_count", "retry_attempts", "lock_timeout_ms", "health_window_minutes",
-                     "cache_outbox_max_rows"):
+                     "cache_outbox_max_rows", "detect_shard_rows", "detect_max_shards"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be a positive whole number")
         if not 0 < self.fingerprint_max_room_fraction <= 1:

@@ -176,28 +176,145 @@ def table_rows(conn, settings: Settings) -> int:
 _mapping_checked: set[tuple[str | None, str]] = set()
 
 
+@dataclass(frozen=True)
+class DetectPlan:
+    """A detect run begun: its record exists, its scope is resolved (incremental → its watermark,
+    or full when there is none), its watermark-to-be is taken. The parts (the whole scope, or
+    room-id shards of a full scope) then run on their own and ``finish`` sums them up."""
+    run_id: int
+    scope: Scope  # effective
+    detect_started_at: datetime
+    since: datetime | None = None
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "scope": self.scope.kind, "scope_params": self.scope.params(),
+                "detect_started_at": self.detect_started_at.isoformat(),
+                "since": self.since.isoformat() if self.since else None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DetectPlan":
+        p = d.get("scope_params") or {}
+        scope = Scope(d["scope"], rooms=tuple(p.get("rooms", ())),
+                      participants=tuple(tuple(k) for k in p.get("participants", ())),
+                      room_range=tuple(p["room_range"]) if p.get("room_range") else None)
+        since = d.get("since")
+        return cls(d["run_id"], scope, datetime.fromisoformat(d["detect_started_at"]),
+                   datetime.fromisoformat(since) if since else None)
+
+
 def detect(settings: Settings, scope: Scope = Scope(), *, triggered_by: str = "cli",
            run_id: int | None = None) -> DetectResult:
     """Find every inconsistency in the scope and store it under a run (new unless run_id given)."""
-    ops = settings.ops_schema
     t0 = time.perf_counter()
-    with connection(settings) as conn:
-        if (settings.database_url, settings.mapping_path) not in _mapping_checked:
-            load_mapping(settings.mapping_path).check_database(conn)
-            _mapping_checked.add((settings.database_url, settings.mapping_path))
-        if run_id is None:
-            run_id = runs.create(conn, ops, scope=scope.kind, params=scope.params(), triggered_by=triggered_by)
-            conn.commit()
-
-    def attempt() -> DetectResult:
-        with connection(settings) as conn:
-            return _detect_once(conn, settings, scope, run_id, t0)
-
+    plan = begin(settings, scope, triggered_by=triggered_by, run_id=run_id)
     try:
-        return with_retry(attempt, settings, f"detect run {run_id}")
+        durations = with_retry(lambda: detect_part(settings, plan), settings, f"detect run {plan.run_id}")
+        return finish(settings, plan, seconds=time.perf_counter() - t0, durations=durations)
     except Exception as exc:
-        _mark_failed(settings, run_id, f"detect failed: {exc}")
+        discard(settings, plan.run_id, f"detect failed: {exc}")
         raise
+
+
+def begin(settings: Settings, scope: Scope = Scope(), *, triggered_by: str = "cli",
+          run_id: int | None = None) -> DetectPlan:
+    """Create the run (unless given) and resolve its scope."""
+    ops = settings.ops_schema
+
+    def attempt() -> DetectPlan:
+        with connection(settings) as conn:
+            if (settings.database_url, settings.mapping_path) not in _mapping_checked:
+                load_mapping(settings.mapping_path).check_database(conn)
+                _mapping_checked.add((settings.database_url, settings.mapping_path))
+            rid = run_id if run_id is not None else runs.create(
+                conn, ops, scope=scope.kind, params=scope.params(), triggered_by=triggered_by)
+            effective, since = scope, None
+            if scope.kind == "incremental":
+                watermark = runs.incremental_watermark(conn, ops)
+                if watermark is None:
+                    log.info("run %s: no consistent run yet, incremental scope falls back to full", rid)
+                    effective = Scope("full")
+                else:
+                    since = watermark - timedelta(seconds=settings.incremental_overlap_seconds)
+            started = conn.execute("SELECT now()").fetchone()[0]
+            runs.update(conn, ops, rid, scope=effective.kind, detect_started_at=started)
+            return DetectPlan(rid, effective, started, since)
+
+    return with_retry(attempt, settings, "detect: begin the run")
+
+
+def shards(settings: Settings, plan: DetectPlan) -> list[Scope | None]:
+    """The parts of a run, each for its own task and transaction: room-id ranges of a full scope
+    of more than detect_shard_rows rows (one per detect_shard_rows, at most detect_max_shards),
+    else [None], the whole scope in one part. Fingerprints kept current by triggers make a full
+    scan cost what changed, not the table: one part then."""
+    if plan.scope.kind != "full":
+        return [None]
+    with connection(settings) as conn:
+        per_room = next(es for es in entity_sql(settings) if es.entity.has_user)
+        if fingerprints.state(conn, settings, per_room)[0] == "current":
+            return [None]
+        rows = table_rows(conn, settings)
+        n = min(settings.detect_max_shards, math.ceil(rows / settings.detect_shard_rows))
+        if n <= 1:
+            return [None]
+        return _split(conn, per_room, plan.scope, n) or [None]
+
+
+def detect_part(settings: Settings, plan: DetectPlan, part: Scope | None = None) -> dict[str, float]:
+    """Diff one part of the run (None: the whole scope) in one transaction, replacing the part's
+    findings of an earlier attempt; returns seconds by entity."""
+    ops = settings.ops_schema
+    scope = part or plan.scope
+    durations: dict[str, float] = {}
+    with connection(settings) as conn, conn.transaction():
+        # a rerun of the same part replaces its findings (idempotent task retry)
+        where = J("")
+        if part is not None:
+            where = J(" AND room_id >= %(room_lo)s AND room_id < %(room_hi)s")
+        conn.execute(J("DELETE FROM {}.inconsistencies WHERE run_id = %(run_id)s{}").format(
+            sql.Identifier(ops), where), _bind(scope, plan.run_id, ENTITIES[0]))
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_scope_keys "
+                     "(room_id bigint NOT NULL, user_id bigint) ON COMMIT DROP")
+        for es in entity_sql(settings):
+            t_entity = time.perf_counter()
+            if scope.kind in ("incremental", "keys"):
+                _fill_scope_keys(conn, settings, es, scope, plan.since)
+            params = _bind(scope, plan.run_id, es.entity)
+            if not (_maintained_fingerprints(conn, settings, es, scope, plan.run_id)
+                    and _diff_changed_keys(conn, settings, es, plan.run_id)):
+                _diff_tables(conn, settings, es, scope, plan.run_id)
+            conn.execute(sql_file(settings, "close_vanished_findings", **es.common(ops),
+                                  in_scope=_findings_in_scope(es, scope)), params)
+            durations[es.entity.name] = round(time.perf_counter() - t_entity, 4)
+    return durations
+
+
+def finish(settings: Settings, plan: DetectPlan, *, seconds: float | None = None,
+           durations: dict[str, float] | None = None) -> DetectResult:
+    """Count the run's findings by kind and mark it detected. seconds: the detect's own time
+    (None: since the plan began, by the database clock)."""
+    ops = settings.ops_schema
+    run_id = plan.run_id
+    with connection(settings) as conn, conn.transaction():
+        counts = {k: 0 for k in KINDS}
+        for kind, n in conn.execute(J("SELECT kind, count(*) FROM {}.inconsistencies WHERE run_id = %s "
+                                      "GROUP BY kind").format(sql.Identifier(ops)), (run_id,)):
+            counts[kind] = n
+        rows_to_change = conn.execute(J(
+            "SELECT count(*) FROM (SELECT DISTINCT room_id, user_id FROM {}.inconsistencies "
+            "WHERE run_id = %s) AS k").format(sql.Identifier(ops)), (run_id,)).fetchone()[0]
+        total_rows = table_rows(conn, settings)
+        if seconds is None:
+            seconds = conn.execute("SELECT extract(epoch FROM clock_timestamp() - %s)::float8",
+                                   (plan.detect_started_at,)).fetchone()[0]
+        runs.update(conn, ops, run_id, status="detected", error=None, counts=counts,
+                    rows_to_change=rows_to_change, total_rows=total_rows)
+        runs.add_step_duration(conn, ops, run_id, "detect", seconds)
+    result = DetectResult(run_id, plan.scope.kind, counts, rows_to_change, total_rows, seconds, plan.since,
+                          durations or {})
+    log.info("run %s: detect (%s) found %d findings on %d rows in %.3fs: %s", run_id, plan.scope.kind,
+             result.total, rows_to_change, seconds, {k: v for k, v in counts.items() if v})
+    return result
 
 
 def _insert_statement(settings: Settings, es: EntitySQL, scope: Scope) -> sql.Composed:
@@ -208,16 +325,27 @@ def _insert_statement(settings: Settings, es: EntitySQL, scope: Scope) -> sql.Co
         join_on=es.join_room_chat(), differs=es.differs())
 
 
+# Planner settings for one detect INSERT, by scope, restored afterwards.
+_SCAN_SETTINGS = {
+    # Both sides are indexed on the key: a merge full join streams them in key order, where a hash
+    # join spills a 1M-row hash to disk (measured: 0.39 s against 0.47 s at 1M rows).
+    "whole": {"enable_hashjoin": "off", "jit": "off"},
+    # A key set (incremental, event keys, changed keys) probes both sides' key indexes, so its cost
+    # follows the keys, not the tables; PostgreSQL's default random_page_cost (4, spinning disks)
+    # prices two full scans lower from ~1 % of the rows on.
+    "keys": {"random_page_cost": "1.1"},
+}
+
+
 def _scan(conn, settings: Settings, es: EntitySQL, scope: Scope, params: dict) -> None:
     """Run the detect INSERT for one scope on conn, inside its current transaction."""
-    whole_range = scope.kind in ("full", "range")
-    if whole_range:
-        # Both sides are indexed on the key: a merge full join streams them in key order, where
-        # a hash join spills a 1M-row hash to disk (measured: 0.39 s against 0.47 s at 1M rows).
-        conn.execute("SELECT set_config('enable_hashjoin', 'off', true), set_config('jit', 'off', true)")
+    local = _SCAN_SETTINGS["whole" if scope.kind in ("full", "range") else "keys"]
+    previous = {name: conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0] for name in local}
+    for name, value in local.items():
+        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
     conn.execute(_insert_statement(settings, es, scope), params)
-    if whole_range:
-        conn.execute("SELECT set_config('enable_hashjoin', 'on', true), set_config('jit', 'on', true)")
+    for name, value in previous.items():
+        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
 
 
 def _split(conn, es: EntitySQL, scope: Scope, parts: int) -> list[Scope]:
@@ -347,58 +475,11 @@ def _diff_tables(conn, settings: Settings, es: EntitySQL, scope: Scope, run_id: 
         _scan(conn, settings, es, scope, _bind(scope, run_id, es.entity))
 
 
-def _detect_once(conn, settings: Settings, scope: Scope, run_id: int, t0: float) -> DetectResult:
-    ops = settings.ops_schema
-    effective = scope
-    since = None
-    with conn.transaction():
-        detect_started_at = conn.execute("SELECT now()").fetchone()[0]
-        # a rerun of the same run replaces its findings (idempotent task retry)
-        conn.execute(J("DELETE FROM {}.inconsistencies WHERE run_id = %s").format(sql.Identifier(ops)), (run_id,))
-        if scope.kind == "incremental":
-            watermark = runs.incremental_watermark(conn, ops)
-            if watermark is None:
-                log.info("run %s: no consistent run yet, incremental scope falls back to full", run_id)
-                effective = Scope("full")
-            else:
-                since = watermark - timedelta(seconds=settings.incremental_overlap_seconds)
-    with conn.transaction():
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_scope_keys "
-                      "(room_id bigint NOT NULL, user_id bigint) ON COMMIT DROP")
-        durations: dict[str, float] = {}
-        for es in entity_sql(settings):
-            t_entity = time.perf_counter()
-            if effective.kind in ("incremental", "keys"):
-                _fill_scope_keys(conn, settings, es, effective, since)
-            params = _bind(effective, run_id, es.entity)
-            if not (_maintained_fingerprints(conn, settings, es, effective, run_id)
-                    and _diff_changed_keys(conn, settings, es, run_id)):
-                _diff_tables(conn, settings, es, effective, run_id)
-            conn.execute(sql_file(settings, "close_vanished_findings", **es.common(ops),
-                                  in_scope=_findings_in_scope(es, effective)), params)
-            durations[es.entity.name] = round(time.perf_counter() - t_entity, 4)
-        counts = {k: 0 for k in KINDS}
-        for kind, n in conn.execute(J("SELECT kind, count(*) FROM {}.inconsistencies WHERE run_id = %s "
-                                      "GROUP BY kind").format(sql.Identifier(ops)), (run_id,)):
-            counts[kind] = n
-        rows_to_change = conn.execute(J(
-            "SELECT count(*) FROM (SELECT DISTINCT room_id, user_id FROM {}.inconsistencies "
-            "WHERE run_id = %s) AS k").format(sql.Identifier(ops)), (run_id,)).fetchone()[0]
-        total_rows = table_rows(conn, settings)
-        seconds = time.perf_counter() - t0
-        runs.update(conn, ops, run_id, scope=effective.kind, status="detected", detect_started_at=detect_started_at,
-                    counts=counts, rows_to_change=rows_to_change, total_rows=total_rows)
-        runs.add_step_duration(conn, ops, run_id, "detect", seconds)
-    result = DetectResult(run_id, effective.kind, counts, rows_to_change, total_rows, seconds, since, durations)
-    log.info("run %s: detect (%s) found %d findings on %d rows in %.3fs: %s", run_id, effective.kind,
-             result.total, rows_to_change, seconds, {k: v for k, v in counts.items() if v})
-    return result
-
-
-def _mark_failed(settings: Settings, run_id: int, error: str) -> None:
+def discard(settings: Settings, run_id: int, error: str) -> None:
+    """Mark a detect run failed, its findings removed: a failed detect leaves no partial set
+    behind (parallel ranges and shards commit on their own)."""
     try:
         with connection(settings) as conn:
-            # a failed detect leaves no partial findings behind (parallel ranges commit early)
             conn.execute(J("DELETE FROM {}.inconsistencies WHERE run_id = %s").format(
                 sql.Identifier(settings.ops_schema)), (run_id,))
             runs.update(conn, settings.ops_schema, run_id, status="failed", error=error[:2000],

@@ -16,7 +16,8 @@ from psycopg import sql
 from chatsync import metrics, runs
 from chatsync.config import Settings
 from chatsync.db import connection
-from chatsync.diff import DetectResult, Decision, Scope, decide, detect
+from chatsync import diff
+from chatsync.diff import DetectPlan, DetectResult, Decision, Scope, decide, detect
 from chatsync.errors import ChatsyncError, ValidationFailed
 from chatsync.repair import RepairResult, repair
 
@@ -155,11 +156,50 @@ def choose_scope(param: str, logical_date: datetime | None) -> Scope:
     return Scope(param)
 
 
-def detect_step(settings: Settings, scope: Scope, triggered_by: str) -> dict:
-    found = detect(settings, scope, triggered_by=triggered_by)
+def _decided(settings: Settings, found: DetectResult) -> dict:
     decision = decide(settings, found)
     return {**found.to_dict(), "decision": decision.path, "changes": decision.changes,
             "limit": decision.limit, "reason": decision.reason}
+
+
+# The hourly DAG's detect as mapped tasks: plan_step → shard_step for each part → finish_step
+# (or discard_step when a part failed for good). XCom carries the plan and a few numbers per part.
+
+def plan_step(settings: Settings, scope: Scope, triggered_by: str) -> list[dict]:
+    """Begin the run and cut it into parts: one dict per part (the plan and its room range)."""
+    plan = diff.begin(settings, scope, triggered_by=triggered_by)
+    try:
+        parts = diff.shards(settings, plan)
+    except Exception as exc:
+        diff.discard(settings, plan.run_id, f"detect failed: {exc}")
+        raise
+    log.info("run %s: detect (%s) in %d part(s)", plan.run_id, plan.scope.kind, len(parts))
+    return [{**plan.to_dict(), "part": i, "parts": len(parts),
+             "room_range": list(p.room_range) if p is not None else None} for i, p in enumerate(parts, 1)]
+
+
+def shard_step(settings: Settings, part: dict) -> dict:
+    plan = DetectPlan.from_dict(part)
+    scope = Scope("range", room_range=tuple(part["room_range"])) if part["room_range"] else None
+    t0 = time.perf_counter()
+    durations = diff.detect_part(settings, plan, scope)
+    seconds = round(time.perf_counter() - t0, 4)
+    log.info("run %s: detect part %d/%d (rooms %s) done in %.3fs", plan.run_id, part["part"], part["parts"],
+             part["room_range"] or "all", seconds)
+    return {"part": part["part"], "seconds": seconds, "by_entity": durations}
+
+
+def finish_step(settings: Settings, parts: list[dict], done: list[dict]) -> dict:
+    plan = DetectPlan.from_dict(parts[0])
+    if len(done) != len(parts):  # the DAG runs this only when every part succeeded
+        raise ChatsyncError(f"run {plan.run_id}: {len(done)} of {len(parts)} detect parts finished")
+    return _decided(settings, diff.finish(settings, plan))
+
+
+def discard_step(settings: Settings, parts: list[dict]) -> None:
+    run_id = parts[0]["run_id"]
+    diff.discard(settings, run_id, "detect failed: a part failed after its retries (see the detect_part tasks)")
+    log.error("run %s: a detect part failed for good; the run's partial findings are removed", run_id)
 
 
 def nothing_step(settings: Settings, run_id: int) -> None:

@@ -1,9 +1,10 @@
 """chat_consistency_hourly: the hourly consistency check between the room and chat tables.
 
-detect (set-based SQL diff) → choose_path → nothing_to_do | repair → validate | too_many →
-start_major_procedure (chat_major_inconsistency with the run) → record_metrics → check_health (the
-alert thresholds) → outcome (fails unless the chat side ended consistent). Logic lives in
-chatsync.engine; this file only wires it.
+plan_detect → detect_part (mapped: one task per room-id shard of a big full scan, else one) →
+detect (sums up; discard_partial_detect instead when a part failed for good) → choose_path →
+nothing_to_do | repair → validate | too_many → start_major_procedure (chat_major_inconsistency
+with the run) → record_metrics → check_health (the alert thresholds) → outcome (fails unless the
+chat side ended consistent). Logic lives in chatsync.engine; this file only wires it.
 Scope "auto" runs a full pass at midnight (the only one that sees deletes), incremental otherwise.
 """
 
@@ -33,10 +34,25 @@ from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, ru
 def chat_consistency_hourly():
     @task
     @fail_fast
-    def detect() -> dict:
+    def plan_detect() -> list[dict]:
         ctx = get_current_context()
         scope = engine.choose_scope(ctx["params"]["scope"], ctx.get("logical_date"))
-        return engine.detect_step(settings_from_airflow(), scope, run_label(ctx))
+        return engine.plan_step(settings_from_airflow(), scope, run_label(ctx))
+
+    @task(map_index_template="{{ part_label }}")
+    @fail_fast
+    def detect_part(part: dict) -> dict:
+        get_current_context()["part_label"] = f"{part['part']}/{part['parts']} rooms {part['room_range'] or 'all'}"
+        return engine.shard_step(settings_from_airflow(), part)
+
+    @task
+    @fail_fast
+    def detect(parts: list[dict], done: list[dict]) -> dict:
+        return engine.finish_step(settings_from_airflow(), parts, list(done))
+
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+    def discard_partial_detect(parts: list[dict]) -> None:
+        engine.discard_step(settings_from_airflow(), parts)
 
     @task.branch
     def choose_path(found: dict) -> str:
@@ -79,7 +95,10 @@ def chat_consistency_hourly():
     def outcome(found: dict) -> dict:
         return engine.outcome_step(settings_from_airflow(), found["run_id"])
 
-    found = detect()
+    parts = plan_detect()
+    done = detect_part.expand(part=parts)
+    found = detect(parts, done)
+    done >> discard_partial_detect(parts)
     nothing, major, repaired = nothing_to_do(found), too_many(found), repair(found)
     choose_path(found) >> [nothing, major, repaired]
     handed_over = TriggerDagRunOperator(task_id="start_major_procedure", trigger_dag_id="chat_major_inconsistency",

@@ -42,11 +42,15 @@ def test_hourly_dag_shape(dagbag):
     dag = dagbag.get_dag(HOURLY)
     assert dag is not None
     assert dag.max_active_runs == 1 and dag.catchup is False
-    assert set(dag.task_ids) == {"detect", "choose_path", "nothing_to_do", "too_many", "start_major_procedure", "repair",
+    assert set(dag.task_ids) == {"plan_detect", "detect_part", "detect", "discard_partial_detect", "choose_path",
+                                 "nothing_to_do", "too_many", "start_major_procedure", "repair",
                                  "validate", "record_metrics", "check_health", "outcome"}
     assert dag.get_task("choose_path").downstream_task_ids == {"nothing_to_do", "too_many", "repair"}
-    assert dag.get_task("detect").retries >= 1
-    assert dag.get_task("detect").retry_exponential_backoff
+    assert dag.get_task("detect_part").downstream_task_ids == {"detect", "discard_partial_detect"}
+    assert dag.get_task("discard_partial_detect").trigger_rule == "one_failed"
+    for task_id in ("plan_detect", "detect_part", "detect"):
+        assert dag.get_task(task_id).retries >= 1
+        assert dag.get_task(task_id).retry_exponential_backoff
 
 
 def test_hourly_dag_end_to_end_repairs_simulated_drift(dagbag, db, clean_db, monkeypatch):
@@ -55,11 +59,15 @@ def test_hourly_dag_end_to_end_repairs_simulated_drift(dagbag, db, clean_db, mon
     monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)
     report = simulate(clean_db, rooms=100, members=50, drift=0.005, seed=21)
     assert sides_equal(db)["participants"] > 0
+    monkeypatch.setenv("CHATSYNC_DETECT_SHARD_ROWS", "2000")  # ~5,100 rows: three mapped detect parts
     dag = dagbag.get_dag(HOURLY)
     t0 = time.perf_counter()
     dag_run = dag.test(run_conf={"scope": "full"})
     print(f"dag.test took {time.perf_counter() - t0:.1f}s")
     assert dag_run.state == "success"
+    parts = [ti for ti in dag_run.get_task_instances() if ti.task_id == "detect_part"]
+    assert sorted(ti.map_index for ti in parts) == [0, 1, 2] and {ti.state for ti in parts} == {"success"}
+    assert next(ti for ti in dag_run.get_task_instances() if ti.task_id == "discard_partial_detect").state == "skipped"
     assert sides_equal(db) == {"rooms": 0, "participants": 0}
     run = db.execute("SELECT run_id, status, counts, repaired, validation, step_durations, triggered_by "
                      "FROM chatsync.runs WHERE kind = 'check' ORDER BY run_id DESC LIMIT 1").fetchone()
@@ -82,7 +90,7 @@ def test_missing_connection_fails_at_once_without_retry(dagbag, clean_db, monkey
     dag = dagbag.get_dag(HOURLY)
     dag_run = dag.test(run_conf={"scope": "full"})
     assert dag_run.state == "failed"
-    detect_ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "detect")
+    detect_ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "plan_detect")
     assert detect_ti.state == "failed"
     assert detect_ti.try_number == 1  # a configuration error is not retried
 

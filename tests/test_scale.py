@@ -138,3 +138,63 @@ def test_above_the_changed_keys_switch_the_tables_are_diffed_and_the_log_still_f
     assert findings(db, again.run_id) == findings(db, run.run_id)
     line = next(r.getMessage() for r in caplog.records if "from maintained fingerprints" in r.getMessage())
     assert " 0 rooms row-diffed" in line, line
+
+
+def test_sharded_detect_finds_what_one_pass_finds_and_a_shard_retry_replaces_its_findings(db, clean_db):
+    """The hourly DAG's mapped detect: plan → one part per room-id shard → finish."""
+    from chatsync import engine
+
+    report = simulate(clean_db, rooms=120, members=25, drift=0.02, seed=43)
+    whole = detect(clean_db, Scope("full"))
+    sharded = replace(clean_db, detect_shard_rows=1_000)
+    parts = engine.plan_step(sharded, Scope("full"), "test")
+    rows = db.execute("SELECT (SELECT count(*) FROM room.rooms) + (SELECT count(*) FROM room.room_participants)"
+                      ).fetchone()[0]
+    assert len(parts) == -(-rows // 1_000) >= 3 and [p["part"] for p in parts] == list(range(1, len(parts) + 1))
+    ranges = [tuple(p["room_range"]) for p in parts]
+    assert ranges[0][0] == -2**63 and ranges[-1][1] == 2**63 - 1
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))  # contiguous, no gap, no overlap
+    done = [engine.shard_step(sharded, p) for p in parts]
+    again = engine.shard_step(sharded, parts[1])  # a retried part replaces its own findings only
+    assert again["part"] == 2
+    found = engine.finish_step(sharded, parts, done)
+    run_id = found["run_id"]
+    assert findings(db, run_id) == findings(db, whole.run_id)
+    assert {k: v for k, v in found["counts"].items() if v} == {k: v for k, v in report.injected.items() if v}
+    assert found["decision"] in ("repair", "major") and found["scope"] == "full"
+    status, detect_started_at = db.execute("SELECT status, detect_started_at FROM chatsync.runs WHERE run_id = %s",
+                                           (run_id,)).fetchone()
+    assert status == "detected" and detect_started_at is not None
+    with pytest.raises(Exception, match=f"{len(parts) - 1} of {len(parts)} detect parts finished"):
+        engine.finish_step(sharded, parts, done[:-1])
+
+
+def test_a_failed_shard_leaves_no_partial_findings(db, clean_db):
+    from chatsync import engine
+
+    simulate(clean_db, rooms=60, members=25, drift=0.03, seed=44)
+    sharded = replace(clean_db, detect_shard_rows=600)
+    parts = engine.plan_step(sharded, Scope("full"), "test")
+    for p in parts[:2]:
+        engine.shard_step(sharded, p)
+    run_id = parts[0]["run_id"]
+    assert db.execute("SELECT count(*) FROM chatsync.inconsistencies WHERE run_id = %s", (run_id,)).fetchone()[0] > 0
+    engine.discard_step(sharded, parts)  # what discard_partial_detect does when a part failed for good
+    status, error = db.execute("SELECT status, error FROM chatsync.runs WHERE run_id = %s", (run_id,)).fetchone()
+    assert status == "failed" and "a part failed" in error
+    assert db.execute("SELECT count(*) FROM chatsync.inconsistencies WHERE run_id = %s", (run_id,)).fetchone()[0] == 0
+
+
+def test_only_a_big_full_scope_is_sharded(db, clean_db):
+    from chatsync import engine, fingerprints
+    from chatsync.db import connection
+
+    simulate(clean_db, rooms=40, members=25, drift=0.02, seed=45)
+    small = replace(clean_db, detect_shard_rows=10**9)
+    assert [p["room_range"] for p in engine.plan_step(small, Scope("full"), "test")] == [None]
+    sharded = replace(clean_db, detect_shard_rows=100, detect_max_shards=3)
+    assert len(engine.plan_step(sharded, Scope("full"), "test")) == 3  # capped
+    assert [p["room_range"] for p in engine.plan_step(sharded, Scope("rooms", rooms=(1, 2)), "test")] == [None]
+    with connection(clean_db) as conn:
+        fingerprints.install_on(conn, clean_db)  # current fingerprints: the cost follows the changes
+    assert [p["room_range"] for p in engine.plan_step(sharded, Scope("full"), "test")] == [None]
