@@ -9,6 +9,8 @@ child process so that its peak memory is its own:
   pandas   both tables read with ``pd.read_sql`` (SQLAlchemy), outer merge, compare
   pandas_copy  the same with the fastest load there is (COPY ... CSV into ``read_csv``)
   detect   chatsync's detect, scope full (both entities, findings stored by kind)
+  detect_sharded  the same as the hourly DAG's mapped parts (plan, one part per room-id shard,
+           finish), the parts one after another; only from detect_shard_rows participants on
   bare_repair  the same changes as one plain INSERT/UPDATE/DELETE, no audit (rolled back)
   repair   chatsync's repair of the detect run: batches, row locks, re-check, audit, bookkeeping
 
@@ -170,6 +172,30 @@ def _step_detect(settings: Settings, repeat: int, **_) -> dict:
             "rows_to_change": result.rows_to_change, "counts": result.counts}
 
 
+def _step_detect_sharded(settings: Settings, repeat: int, **_) -> dict:
+    """The hourly DAG's detect: plan, one part per room-id shard, finish; the parts one after
+    another, as on one worker slot (a cluster runs them side by side)."""
+    from chatsync import engine
+    from chatsync.db import connection
+    from chatsync.diff import Scope
+
+    run_ids: list[int] = []
+    n_parts: list[int] = []
+
+    def once():
+        parts = engine.plan_step(settings, Scope("full"), "bench")
+        found = engine.finish_step(settings, parts, [engine.shard_step(settings, p) for p in parts])
+        run_ids.append(found["run_id"])
+        n_parts.append(len(parts))
+        return found
+
+    seconds, found = _median_time(once, repeat)
+    with connection(settings) as conn:  # only the plain detect's run goes on to the repair
+        conn.execute(sql.SQL("DELETE FROM {}.runs WHERE run_id = ANY(%s)").format(
+            sql.Identifier(settings.ops_schema)), (run_ids,))
+    return {"seconds": seconds, "rows": sum(found["counts"].values()), "parts": n_parts[-1]}
+
+
 def _step_bare_repair(settings: Settings, run_id: int, **_) -> dict:
     from chatsync.db import connection, sql_file
 
@@ -215,7 +241,7 @@ def _step_incremental(settings: Settings, run_id: int, **_) -> dict:
 
 
 STEPS = {"floor": _step_floor, "foj": _step_foj, "pandas": _step_pandas, "pandas_copy": _step_pandas_copy,
-         "detect": _step_detect,
+         "detect": _step_detect, "detect_sharded": _step_detect_sharded,
          "bare_repair": _step_bare_repair, "repair": _step_repair, "incremental": _step_incremental}
 
 
@@ -298,6 +324,8 @@ def run_bench(settings: Settings, participants: int, drift: float, seed: int = 4
             results["pandas_copy"] = _run_child("pandas_copy", url, 1)
         # from maintained fingerprints the first detect folds the drift's log; a second one would
         # meet an empty log, so the first is the measurement
+        if participants >= bench.detect_shard_rows and not maintained_fingerprints:
+            results["detect_sharded"] = _run_child("detect_sharded", url, repeat)
         results["detect"] = _run_child("detect", url, 1 if maintained_fingerprints else repeat)
         results["bare_repair"] = _run_child("bare_repair", url, run_id=results["detect"]["run_id"])
         results["repair"] = _run_child("repair", url, run_id=results["detect"]["run_id"])
@@ -331,6 +359,7 @@ def _ratios(r: dict) -> dict:
         "detect_vs_floor": div(r["detect"]["seconds"], r["floor"]["seconds"]),
         "incremental_1pct_vs_floor": div(r.get("incremental", {}).get("seconds"), r["floor"]["seconds"]),
         "detect_vs_foj": div(r["detect"]["seconds"], r["foj"]["seconds"]),
+        "sharded_detect_vs_detect": div(r.get("detect_sharded", {}).get("seconds"), r["detect"]["seconds"]),
         "pandas_vs_detect_time": div(pandas.get("seconds"), r["detect"]["seconds"]),
         "pandas_vs_detect_peak_memory": div(pandas.get("peak_rss_mb"), r["detect"]["peak_rss_mb"]),
         "pandas_vs_detect_work_memory": div(pandas.get("work_mb"), r["detect"]["work_mb"]),
@@ -369,7 +398,7 @@ def _scale_verdicts(out: dict) -> dict:
     ratios, steps = out["ratios"], out["steps"]
     spread = out["drift_rooms"] >= 1
     limit = TARGETS["detect_vs_floor_max_spread" if spread else "detect_vs_floor_max_concentrated"]
-    peak = max(s["peak_rss_mb"] for k, s in steps.items() if k in ("detect", "repair", "incremental"))
+    peak = max(s["peak_rss_mb"] for k, s in steps.items() if k in ("detect", "detect_sharded", "repair", "incremental"))
     return {
         f"detect <= {limit:g}x the floor ({'spread' if spread else 'concentrated'} drift)":
             _check(ratios["detect_vs_floor"], lambda v: v <= limit),
@@ -383,6 +412,7 @@ def _scale_verdicts(out: dict) -> dict:
 LABELS = {"floor": "(a) count(*) both tables (floor)", "foj": "(b) bare FULL OUTER JOIN",
           "pandas": "(c) pandas read_sql + merge", "pandas_copy": "    pandas COPY+read_csv + merge",
           "detect": "(d) chatsync detect (full)",
+          "detect_sharded": "    the same as the DAG's mapped shards",
           "bare_repair": "    bare INSERT/UPDATE/DELETE (floor)", "repair": "(e) chatsync repair + audit",
           "incremental": "    chatsync detect (incremental, 1% changed)"}
 

@@ -143,8 +143,8 @@ def _findings_in_scope(es: EntitySQL, scope: Scope) -> sql.Composable:
         return J("o.room_id = ANY(%(rooms)s)")
     if scope.kind == "range":
         return J("o.room_id >= %(room_lo)s AND o.room_id < %(room_hi)s")
-    return J("EXISTS (SELECT 1 FROM pg_temp.chatsync_scope_keys AS s WHERE s.room_id = o.room_id "
-             "AND s.user_id IS NOT DISTINCT FROM o.user_id)")
+    return J("EXISTS (SELECT 1 FROM pg_temp.chatsync_scope_keys AS s WHERE s.room_id = o.room_id AND {})").format(
+        es.same_user("s", "o"))
 
 
 def _bind(scope: Scope, run_id: int, entity: Entity) -> dict:
@@ -284,7 +284,7 @@ def detect_part(settings: Settings, plan: DetectPlan, part: Scope | None = None)
                     and _diff_changed_keys(conn, settings, es, plan.run_id)):
                 _diff_tables(conn, settings, es, scope, plan.run_id)
             conn.execute(sql_file(settings, "close_vanished_findings", **es.common(ops),
-                                  in_scope=_findings_in_scope(es, scope)), params)
+                                  in_scope=_findings_in_scope(es, scope), same_user=es.same_user("n", "o")), params)
             durations[es.entity.name] = round(time.perf_counter() - t_entity, 4)
     return durations
 

@@ -80,7 +80,7 @@ def _statement(settings: Settings, es: EntitySQL) -> sql.Composed:
                     chat_eq_todo_o=es.join_chat_to("t", "o"), set_from_room=es.set_from_room(),
                     room_eq_old=es.join_room_chat("r", "o"), digest_c=es.chat_digest("c"),
                     still_differs=es.still_differs("r", "c"), room_eq_c=es.join_room_chat("r", "c"),
-                    chat_key_out=es.chat_key_cols("c", as_names=True))
+                    chat_key_out=es.chat_key_cols("c", as_names=True), finding_user_eq_d=es.same_user("i", "d"))
 
 
 def _repair_batch(settings: Settings, statements: dict, run_id: int, lo: int, hi: int) -> tuple[dict[str, int], int]:

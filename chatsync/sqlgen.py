@@ -77,6 +77,13 @@ class EntitySQL:
         return _and([J("{} = {}").format(self.rc(rk, r), sql.Identifier(other, n))
                      for rk, n in zip(self.entity.room_key, names)])
 
+    def same_user(self, a: str, b: str) -> sql.Composable:
+        """a.user_id matches b.user_id for rows of this entity (ops tables, findings), written so
+        an index on (room_id, user_id) can use it: IS NOT DISTINCT FROM cannot."""
+        if self.entity.has_user:
+            return J("{} = {}").format(sql.Identifier(a, "user_id"), sql.Identifier(b, "user_id"))
+        return J("{} IS NULL AND {} IS NULL").format(sql.Identifier(a, "user_id"), sql.Identifier(b, "user_id"))
+
     def key_out(self) -> sql.Composable:
         """room_id, user_id of a FULL OUTER JOIN row (user_id NULL for room-level entities)."""
         out = [J("coalesce({}, {}) AS room_id").format(self.rc(self.entity.room_key[0]),

@@ -9,4 +9,4 @@ WHERE o.resolved_at IS NULL
   AND NOT EXISTS (
       SELECT 1 FROM {ops}.inconsistencies AS n
       WHERE n.run_id = %(run_id)s AND n.kind = o.kind AND n.room_id = o.room_id
-        AND n.user_id IS NOT DISTINCT FROM o.user_id)
+        AND {same_user})

@@ -60,7 +60,7 @@ repaired AS (
     SET status = 'repaired', resolved_at = clock_timestamp(), resolved_by_run = %(run_id)s
     FROM (SELECT DISTINCT room_id, user_id FROM audited) AS d
     WHERE i.resolved_at IS NULL AND i.kind = ANY(%(kinds)s)
-      AND i.room_id = d.room_id AND i.user_id IS NOT DISTINCT FROM d.user_id
+      AND i.room_id = d.room_id AND {finding_user_eq_d}
     RETURNING i.id
 ),
 skipped AS (
