@@ -437,7 +437,7 @@ def _fingerprinted_rooms(conn, settings: Settings, es: EntitySQL, scope: Scope, 
     tables (small table, room-level entity, or too many rooms differ for the narrowing to pay:
     the adaptive switch)."""
     if (scope.kind != "full" or not es.entity.has_user
-            or _estimated_rows(conn, es) < settings.fingerprint_min_rows):
+            or not settings.fingerprint_min_rows or _estimated_rows(conn, es) < settings.fingerprint_min_rows):
         return None
     t0 = time.perf_counter()
     differing, rooms = fingerprints.hashed_differing_rooms(conn, settings, es)
