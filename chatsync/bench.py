@@ -153,6 +153,13 @@ def _pandas_query(settings: Settings, name: str) -> str:
     return sql_file(settings, name).as_string(None).strip().rstrip(";")
 
 
+def _forget_runs(conn, settings: Settings, run_ids: list[int]) -> None:
+    """Drop benchmark runs and their findings (no foreign key cascades from runs to findings)."""
+    for table in ("inconsistencies", "runs"):
+        conn.execute(sql.SQL("DELETE FROM {} WHERE run_id = ANY(%s)").format(
+            sql.Identifier(settings.ops_schema, table)), (run_ids,))
+
+
 def _step_detect(settings: Settings, repeat: int, **_) -> dict:
     from chatsync.db import connection
     from chatsync.diff import Scope, detect
@@ -166,8 +173,7 @@ def _step_detect(settings: Settings, repeat: int, **_) -> dict:
 
     seconds, result = _median_time(once, repeat)
     with connection(settings) as conn:  # the repair step meets one run's findings, not `repeat` runs'
-        conn.execute(sql.SQL("DELETE FROM {}.runs WHERE run_id = ANY(%s)").format(
-            sql.Identifier(settings.ops_schema)), (run_ids[:-1],))
+        _forget_runs(conn, settings, run_ids[:-1])
     return {"seconds": seconds, "rows": result.total, "run_id": result.run_id,
             "rows_to_change": result.rows_to_change, "counts": result.counts}
 
@@ -191,8 +197,7 @@ def _step_detect_sharded(settings: Settings, repeat: int, **_) -> dict:
 
     seconds, found = _median_time(once, repeat)
     with connection(settings) as conn:  # only the plain detect's run goes on to the repair
-        conn.execute(sql.SQL("DELETE FROM {}.runs WHERE run_id = ANY(%s)").format(
-            sql.Identifier(settings.ops_schema)), (run_ids,))
+        _forget_runs(conn, settings, run_ids)
     return {"seconds": seconds, "rows": sum(found["counts"].values()), "parts": n_parts[-1]}
 
 

@@ -257,7 +257,8 @@ def shards(settings: Settings, plan: DetectPlan) -> list[Scope | None]:
         n = min(settings.detect_max_shards, math.ceil(rows / settings.detect_shard_rows))
         if n <= 1:
             return [None]
-        return _split(conn, per_room, plan.scope, n) or [None]
+        ranges = _split(conn, per_room, plan.scope, n)
+        return ranges if len(ranges) > 1 else [None]
 
 
 def detect_part(settings: Settings, plan: DetectPlan, part: Scope | None = None) -> dict[str, float]:
@@ -349,21 +350,22 @@ def _scan(conn, settings: Settings, es: EntitySQL, scope: Scope, params: dict) -
 
 
 def _split(conn, es: EntitySQL, scope: Scope, parts: int) -> list[Scope]:
-    """Even room-id ranges covering the scope (full: every room id on either side)."""
-    if scope.kind == "range":
-        lo, hi = scope.room_range
-    else:
-        lo, hi = conn.execute(J(
-            "SELECT least((SELECT min({rk}) FROM {room}), (SELECT min({ck}) FROM {chat})), "
-            "greatest((SELECT max({rk}) FROM {room}), (SELECT max({ck}) FROM {chat})) + 1").format(
-            rk=es.room_scope_col("room"), ck=es.room_scope_col("chat"),
-            room=es.room.ident, chat=es.chat.ident)).fetchone()
-        if lo is None:
-            return []
-    bounds = sorted({lo + (hi - lo) * i // parts for i in range(parts)} | {hi})
-    if scope.kind == "full":  # ids appearing after the bounds were read still fall in a range
-        bounds[0], bounds[-1] = -2**63, 2**63 - 1
-    return [Scope("range", room_range=(a, b)) for a, b in zip(bounds, bounds[1:])]
+    """Room-id ranges covering the scope (full: every room id; range: its range), cut evenly
+    over the ids the tables hold in it: an open-ended range split by its bounds alone would give
+    one part all the rows."""
+    lo, hi = scope.room_range if scope.kind == "range" else (-2**63, 2**63 - 1)
+    held_lo, held_hi = conn.execute(J(
+        "SELECT least((SELECT min({rk}) FROM {room} WHERE {rk} >= %(lo)s), "
+        "(SELECT min({ck}) FROM {chat} WHERE {ck} >= %(lo)s)), "
+        "greatest((SELECT max({rk}) FROM {room} WHERE {rk} < %(hi)s), "
+        "(SELECT max({ck}) FROM {chat} WHERE {ck} < %(hi)s)) + 1").format(
+        rk=es.room_scope_col("room"), ck=es.room_scope_col("chat"),
+        room=es.room.ident, chat=es.chat.ident), {"lo": lo, "hi": hi}).fetchone()
+    if held_lo is None:
+        return [Scope("range", room_range=(lo, hi))]
+    bounds = sorted({held_lo + (held_hi - held_lo) * i // parts for i in range(parts)} | {held_hi})
+    bounds[0], bounds[-1] = lo, hi  # ids appearing after the bounds were read still fall in a range
+    return [Scope("range", room_range=(a, b)) for a, b in zip(bounds, bounds[1:]) if a < b]
 
 
 def _estimated_rows(conn, es: EntitySQL) -> int:
@@ -376,7 +378,8 @@ def _parallel_ranges(conn, settings: Settings, es: EntitySQL, scope: Scope) -> l
     if (scope.kind not in ("full", "range") or workers < 2
             or _estimated_rows(conn, es) < settings.detect_parallel_min_rows):
         return []
-    return _split(conn, es, scope, workers)
+    ranges = _split(conn, es, scope, workers)
+    return ranges if len(ranges) > 1 else []
 
 
 def _maintained_fingerprints(conn, settings: Settings, es: EntitySQL, scope: Scope, run_id: int) -> bool:
