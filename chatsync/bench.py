@@ -13,6 +13,8 @@ child process so that its peak memory is its own:
            finish), the parts one after another; only from detect_shard_rows participants on
   bare_repair  the same changes as one plain INSERT/UPDATE/DELETE, no audit (rolled back)
   repair   chatsync's repair of the detect run: batches, row locks, re-check, audit, bookkeeping
+  airflow_tasks  the peak RSS of the hourly DAG's task processes: the Task SDK, then the detect
+           tasks, then GX validation of the repaired run
 
 Read-only steps are repeated (``--repeat``) and the median is kept; memory is the child's peak
 RSS, and "work" memory is that peak minus the child's RSS once its imports are done.
@@ -201,6 +203,29 @@ def _step_detect_sharded(settings: Settings, repeat: int, **_) -> dict:
     return {"seconds": seconds, "rows": sum(found["counts"].values()), "parts": n_parts[-1]}
 
 
+def _step_airflow_tasks(settings: Settings, run_id: int, **_) -> dict:
+    """The hourly DAG's steps as its Airflow task processes run them: the Task SDK loaded first,
+    then the detect tasks (plan, parts, finish) and, last, validate (Great Expectations) on the
+    repaired run. ru_maxrss only grows, so the peak after the detect tasks is theirs."""
+    import airflow.sdk  # noqa: F401 - loaded by every Airflow 3 task process
+
+    from chatsync import engine
+    from chatsync.db import connection
+    from chatsync.diff import Scope
+
+    with_sdk = _rss_mb()
+    parts = engine.plan_step(settings, Scope("full"), "bench")
+    found = engine.finish_step(settings, parts, [engine.shard_step(settings, p) for p in parts])
+    detect_peak = _rss_mb()
+    with connection(settings) as conn:
+        _forget_runs(conn, settings, [found["run_id"]])
+    t0 = time.perf_counter()
+    outcome = engine.validate_run(settings, run_id)
+    return {"seconds": time.perf_counter() - t0, "rows": len(outcome.get("failed", [])),
+            "validation_passed": outcome["passed"], "task_sdk_rss_mb": with_sdk,
+            "detect_task_peak_rss_mb": detect_peak, "validate_task_peak_rss_mb": _rss_mb()}
+
+
 def _step_bare_repair(settings: Settings, run_id: int, **_) -> dict:
     from chatsync.db import connection, sql_file
 
@@ -246,7 +271,7 @@ def _step_incremental(settings: Settings, run_id: int, **_) -> dict:
 
 
 STEPS = {"floor": _step_floor, "foj": _step_foj, "pandas": _step_pandas, "pandas_copy": _step_pandas_copy,
-         "detect": _step_detect, "detect_sharded": _step_detect_sharded,
+         "detect": _step_detect, "detect_sharded": _step_detect_sharded, "airflow_tasks": _step_airflow_tasks,
          "bare_repair": _step_bare_repair, "repair": _step_repair, "incremental": _step_incremental}
 
 
@@ -334,6 +359,7 @@ def run_bench(settings: Settings, participants: int, drift: float, seed: int = 4
         results["detect"] = _run_child("detect", url, 1 if maintained_fingerprints else repeat)
         results["bare_repair"] = _run_child("bare_repair", url, run_id=results["detect"]["run_id"])
         results["repair"] = _run_child("repair", url, run_id=results["detect"]["run_id"])
+        results["airflow_tasks"] = _run_child("airflow_tasks", url, run_id=results["detect"]["run_id"])
         results["incremental"] = _run_child("incremental", url, run_id=results["detect"]["run_id"])
     finally:
         if not keep:
@@ -404,6 +430,7 @@ def _scale_verdicts(out: dict) -> dict:
     spread = out["drift_rooms"] >= 1
     limit = TARGETS["detect_vs_floor_max_spread" if spread else "detect_vs_floor_max_concentrated"]
     peak = max(s["peak_rss_mb"] for k, s in steps.items() if k in ("detect", "detect_sharded", "repair", "incremental"))
+    tasks = steps.get("airflow_tasks", {})
     return {
         f"detect <= {limit:g}x the floor ({'spread' if spread else 'concentrated'} drift)":
             _check(ratios["detect_vs_floor"], lambda v: v <= limit),
@@ -411,6 +438,10 @@ def _scale_verdicts(out: dict) -> dict:
             _check(ratios["repair_rows_per_second"], lambda v: v >= TARGETS["repair_rows_per_second_min_10m"]),
         f"chatsync step peak RSS < {TARGETS['task_peak_rss_mb_max']} MB":
             _check(peak, lambda v: v < TARGETS["task_peak_rss_mb_max"]),
+        f"Airflow detect task peak RSS < {TARGETS['task_peak_rss_mb_max']} MB":
+            _check(tasks.get("detect_task_peak_rss_mb"), lambda v: v < TARGETS["task_peak_rss_mb_max"]),
+        f"Airflow validate task (Great Expectations) peak RSS < {TARGETS['task_peak_rss_mb_max']} MB":
+            _check(tasks.get("validate_task_peak_rss_mb"), lambda v: v < TARGETS["task_peak_rss_mb_max"]),
     }
 
 
@@ -419,7 +450,8 @@ LABELS = {"floor": "(a) count(*) both tables (floor)", "foj": "(b) bare FULL OUT
           "detect": "(d) chatsync detect (full)",
           "detect_sharded": "    the same as the DAG's mapped shards",
           "bare_repair": "    bare INSERT/UPDATE/DELETE (floor)", "repair": "(e) chatsync repair + audit",
-          "incremental": "    chatsync detect (incremental, 1% changed)"}
+          "incremental": "    chatsync detect (incremental, 1% changed)",
+          "airflow_tasks": "    GX validate, as an Airflow task process"}
 
 
 def format_table(out: dict) -> str:
@@ -435,6 +467,9 @@ def format_table(out: dict) -> str:
         if s:
             lines.append(f"{label:44} {s['seconds']:9.3f} {s['rows']:>10,} {s['peak_rss_mb']:12.1f} "
                          f"{s['work_mb']:8.1f}")
+    if tasks := out["steps"].get("airflow_tasks"):
+        lines.append(f"Airflow task processes (Task SDK loaded: {tasks['task_sdk_rss_mb']:.0f} MB): detect tasks peak "
+                     f"{tasks['detect_task_peak_rss_mb']:.0f} MB, validate (GX) peak {tasks['validate_task_peak_rss_mb']:.0f} MB")
     lines.append("ratios:")
     lines += [f"  {k:32} {v}" for k, v in out["ratios"].items()]
     lines.append("targets:")

@@ -15,7 +15,12 @@ def test_bench_runs_every_step_and_cleans_up(settings):
     assert code == 0, err
     result = json.loads(out)
     steps = result["steps"]
-    assert set(steps) == {"floor", "foj", "pandas", "pandas_copy", "detect", "bare_repair", "repair", "incremental"}
+    assert set(steps) == {"floor", "foj", "pandas", "pandas_copy", "detect", "bare_repair", "repair", "airflow_tasks",
+                          "incremental"}
+    # the hourly DAG's task processes: the repaired run passes GX; GX costs more than the detect tasks
+    tasks = steps["airflow_tasks"]
+    assert tasks["validation_passed"] is True
+    assert tasks["task_sdk_rss_mb"] <= tasks["detect_task_peak_rss_mb"] < tasks["validate_task_peak_rss_mb"]
     # after the repair, 1 % of the chat rows changed: the incremental scope finds exactly those
     assert steps["incremental"]["rows"] == steps["incremental"]["changed"] > 0
     injected = result["injected"]
