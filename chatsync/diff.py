@@ -516,15 +516,11 @@ def decide(settings: Settings, result: DetectResult) -> Decision:
     return Decision("repair", n, limit, f"{n} rows to change, within the limit {limit}")
 
 
-def residual_query(settings: Settings, entity: Entity, conn=None) -> str:
-    """SELECT text listing (kind, room_id, user_id) still differing over whole tables.
-
-    Returned as plain SQL text for Great Expectations' query asset; only identifiers and the
-    rules' constants are composed in.
-    """
+def residual_statement(settings: Settings, entity: Entity) -> sql.Composed:
+    """SELECT (kind, room_id, user_id) still differing over whole tables: the validation's "no
+    remaining difference" (a view read by Great Expectations). Only identifiers and the rules'
+    constants are composed in."""
     es = next(x for x in entity_sql(settings) if x.entity.name == entity.name)
-    composed = sql_file(settings, "residual_differences", **es.common(settings.ops_schema),
-                        key_out=es.key_out(), kinds=es.kinds_array(), join_on=es.join_room_chat(),
-                        differs=es.differs())
-    text = composed.as_string(conn)
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--")).strip()
+    return sql_file(settings, "residual_differences", **es.common(settings.ops_schema),
+                    key_out=es.key_out(), kinds=es.kinds_array(), join_on=es.join_room_chat(),
+                    differs=es.differs())

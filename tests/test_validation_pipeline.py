@@ -43,3 +43,17 @@ def test_broken_repair_fails_validation(db, clean_db, monkeypatch):
     assert ("expect_column_values_to_be_in_set", "role") in failed
     assert any(e == "expect_table_row_count_to_equal" for e, _ in failed), failed  # residual diff
     assert run[1]["passed"] is False and "validation failed" in run[2]
+    # GX reads views of chatsync's own (table assets: introspected, never fetched whole), and
+    # the views follow the mapping and the rules
+    from chatsync.validate import _context
+
+    _, context = _context(clean_db)
+    assets = {a.name: a for a in context.data_sources.get("chatsync_postgres").assets}
+    assert {a.type for a in assets.values()} == {"table"}
+    assert {(a.schema_name, a.table_name) for a in assets.values()} == {
+        ("chatsync", f"gx_{e}_{k}") for e in ("room", "participant") for k in ("chat_table", "residual_differences")}
+    chat_view = db.execute("SELECT pg_get_viewdef('chatsync.gx_participant_chat_table'::regclass)").fetchone()[0]
+    assert "chat.chat_participants" in chat_view
+    residual = db.execute("SELECT kind, room_id, user_id FROM chatsync.gx_participant_residual_differences "
+                          "WHERE room_id = 1 AND user_id = 11").fetchall()
+    assert residual == [("role_mismatch", 1, 11)]  # the broken repair's leftover, as the view sees it
