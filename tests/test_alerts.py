@@ -158,7 +158,7 @@ def test_task_failure_reaches_slack_and_email_through_the_dag_callback(clean_db,
     assert dag_run.state == "failed"
     texts = [m["text"] for m in channels.slack]
     failed = [t for t in texts if "task_failed" in t]
-    assert failed and "task chat_consistency_hourly.detect failed in run manual__" in failed[0]
+    assert failed and "task chat_consistency_hourly.plan_detect failed in run manual__" in failed[0]
     assert "chatsync_db" in failed[0]  # the error itself: the missing connection, named
     assert any(m["Subject"] == "[chatsync] FAILED: task_failed" for m in channels.mail)
 
