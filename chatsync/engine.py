@@ -15,7 +15,7 @@ from psycopg import sql
 
 from chatsync import metrics, runs
 from chatsync.config import Settings
-from chatsync.db import connection
+from chatsync.db import connection, with_retry
 from chatsync import diff
 from chatsync.diff import DetectPlan, DetectResult, Decision, Scope, decide, detect
 from chatsync.errors import ChatsyncError, ValidationFailed
@@ -182,7 +182,8 @@ def shard_step(settings: Settings, part: dict) -> dict:
     plan = DetectPlan.from_dict(part)
     scope = Scope("range", room_range=tuple(part["room_range"])) if part["room_range"] else None
     t0 = time.perf_counter()
-    durations = diff.detect_part(settings, plan, scope)
+    durations = with_retry(lambda: diff.detect_part(settings, plan, scope), settings,
+                           f"detect run {plan.run_id} part {part['part']}/{part['parts']}")
     seconds = round(time.perf_counter() - t0, 4)
     log.info("run %s: detect part %d/%d (rooms %s) done in %.3fs", plan.run_id, part["part"], part["parts"],
              part["room_range"] or "all", seconds)
@@ -193,7 +194,7 @@ def finish_step(settings: Settings, parts: list[dict], done: list[dict]) -> dict
     plan = DetectPlan.from_dict(parts[0])
     if len(done) != len(parts):  # the DAG runs this only when every part succeeded
         raise ChatsyncError(f"run {plan.run_id}: {len(done)} of {len(parts)} detect parts finished")
-    return _decided(settings, diff.finish(settings, plan))
+    return _decided(settings, with_retry(lambda: diff.finish(settings, plan), settings, f"detect run {plan.run_id}"))
 
 
 def discard_step(settings: Settings, parts: list[dict]) -> None:
