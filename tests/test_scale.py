@@ -198,3 +198,23 @@ def test_only_a_big_full_scope_is_sharded(db, clean_db):
     with connection(clean_db) as conn:
         fingerprints.install_on(conn, clean_db)  # current fingerprints: the cost follows the changes
     assert [p["room_range"] for p in engine.plan_step(sharded, Scope("full"), "test")] == [None]
+
+
+def test_the_plan_crosses_xcom_intact_for_every_scope(db, clean_db):
+    """The mapped tasks rebuild the plan from its XCom dict: scope, keys, watermark unchanged."""
+    import json
+
+    from chatsync import engine
+    from chatsync.diff import DetectPlan, begin
+
+    simulate(clean_db, rooms=10, members=5, drift=0.1, seed=46)
+    first = detect(clean_db, Scope("full"))
+    db.execute("UPDATE chatsync.runs SET status = 'validated' WHERE run_id = %s", (first.run_id,))
+    for scope in (Scope("incremental"), Scope("rooms", rooms=(1, 2)), Scope("keys", rooms=(3,), participants=((1, 11),)),
+                  Scope("range", room_range=(2, 5))):
+        plan = begin(clean_db, scope, triggered_by="test")
+        assert DetectPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+        [part] = engine.plan_step(clean_db, scope, "test")
+        assert part["room_range"] is None and DetectPlan.from_dict(part).scope == scope
+    incremental = DetectPlan.from_dict(engine.plan_step(clean_db, Scope("incremental"), "test")[0])
+    assert incremental.since is not None and incremental.scope.kind == "incremental"
