@@ -394,8 +394,9 @@ def _maintained_fingerprints(conn, settings: Settings, es: EntitySQL, scope: Sco
 
 
 def _diff_changed_keys(conn, settings: Settings, es: EntitySQL, run_id: int) -> bool:
-    """Full scope from maintained fingerprints: fold the log, compare the fingerprints, diff the
-    changed (and still unresolved) keys of the rooms that differ, then prove the rest of each such
+    """Full scope from maintained fingerprints: fold the log (what chat_sync_health has not folded
+    already), compare the fingerprints, diff the keys changed since the last detect (and those
+    still unresolved) in the rooms that differ, then prove the rest of each such
     room matches (fingerprints_unexplained_rooms.sql); a room the proof fails gets a row diff.
     The cost follows the changes, not the table; above fingerprint_max_changed_fraction of the
     rows changed a key costs more than its share of a table scan, so False: scan instead."""
@@ -403,8 +404,9 @@ def _diff_changed_keys(conn, settings: Settings, es: EntitySQL, run_id: int) -> 
     changed = fingerprints.fold(conn, settings, es)
     limit = settings.fingerprint_max_changed_fraction * max(_estimated_rows(conn, es), 1)
     if changed > limit:
-        log.info("run %s: %s: %d keys changed since the last fold, above the switch (%.0f): diffing the tables",
+        log.info("run %s: %s: %d keys changed since the last detect, above the switch (%.0f): diffing the tables",
                  run_id, es.entity.name, changed, limit)
+        fingerprints.forget_changed_keys(conn, settings, es)  # the table diff in this transaction covers them
         return False
     differing, rooms = fingerprints.differing_rooms(conn, settings, es)
     keys = 0
@@ -428,6 +430,7 @@ def _diff_changed_keys(conn, settings: Settings, es: EntitySQL, run_id: int) -> 
             part = Scope("rooms", rooms=tuple(unexplained))
             _scan(conn, settings, es, part, _bind(part, run_id, es.entity))
     conn.execute("SELECT set_config('random_page_cost', %s, true)", (previous,))
+    fingerprints.forget_changed_keys(conn, settings, es)
     log.info("run %s: %s from maintained fingerprints: %d of %d rooms differ, %d keys diffed, %d rooms "
              "row-diffed, in %.2fs", run_id, es.entity.name, len(differing), rooms, keys, len(unexplained),
              time.perf_counter() - t0)

@@ -37,6 +37,7 @@ EVENTS = {
     "delete": ("OLD TABLE AS old_rows", [("old_rows", -1)]),
 }
 TRIGGER_PREFIX = "chatsync_fingerprint_"
+FOLD_LOCK = 0x6368666F6C64  # "chfold": one fold at a time, and none while a detect diffs the keys
 TRIGGERS_PER_TABLE = len(EVENTS) + 1  # + truncate
 
 
@@ -94,7 +95,7 @@ def install_on(conn, settings: Settings) -> list[dict]:
                            "EXECUTE FUNCTION {}.fingerprint_truncated({})").format(
                 trigger, table.ident, ops, sql.Literal(name)))
         # the triggers hold writers back until commit: the baseline and the log meet exactly
-        for table_name in ("room_fingerprint_deltas", "room_fingerprints"):
+        for table_name in ("room_fingerprint_deltas", "room_fingerprints", "fingerprint_changed_keys"):
             conn.execute(J("DELETE FROM {}.{} WHERE entity = %s").format(ops, sql.Identifier(table_name)),
                          (name,))
         conn.execute(_build_statement(settings, es), {"entity": name})
@@ -143,7 +144,8 @@ def uninstall_on(conn, settings: Settings) -> list[str]:
                     sql.Identifier(TRIGGER_PREFIX + event), table.ident))
             for event in EVENTS:
                 conn.execute(J("DROP FUNCTION IF EXISTS {}()").format(_function(settings, es, side, event)))
-        for table_name in ("room_fingerprint_deltas", "room_fingerprints", "fingerprint_maintenance"):
+        for table_name in ("room_fingerprint_deltas", "room_fingerprints", "fingerprint_changed_keys",
+                           "fingerprint_maintenance"):
             conn.execute(J("DELETE FROM {}.{} WHERE entity = %s").format(ops, sql.Identifier(table_name)),
                          (es.entity.name,))
         removed.append(es.entity.name)
@@ -187,14 +189,31 @@ def state(conn, settings: Settings, es: EntitySQL) -> tuple[str, str]:
 
 
 def fold(conn, settings: Settings, es: EntitySQL) -> int:
-    """Fold the delta log into the fingerprints; the keys it named stay in
-    pg_temp.chatsync_changed_keys. Returns how many keys changed since the last fold."""
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_changed_keys (room_id bigint NOT NULL, user_id bigint) "
-                 "ON COMMIT DROP")
-    conn.execute("TRUNCATE pg_temp.chatsync_changed_keys")
-    conn.execute(sql_file(settings, "fingerprints_fold", ops=sql.Identifier(settings.ops_schema)),
-                 {"entity": es.entity.name})
-    return conn.execute("SELECT count(*) FROM pg_temp.chatsync_changed_keys").fetchone()[0]
+    """Fold the delta log into the fingerprints; the keys it named join fingerprint_changed_keys.
+    Returns how many keys changed since the last detect. Holds the fold lock to the end of the
+    caller's transaction, so a detect's keys are not added to while it diffs and removes them."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (FOLD_LOCK,))
+    ops = sql.Identifier(settings.ops_schema)
+    conn.execute(sql_file(settings, "fingerprints_fold", ops=ops), {"entity": es.entity.name})
+    return conn.execute(J("SELECT count(*) FROM {}.fingerprint_changed_keys WHERE entity = %s").format(ops),
+                        (es.entity.name,)).fetchone()[0]
+
+
+def forget_changed_keys(conn, settings: Settings, es: EntitySQL) -> None:
+    """The detect that folded has diffed every changed key (or the whole tables): clear them."""
+    conn.execute(J("DELETE FROM {}.fingerprint_changed_keys WHERE entity = %s").format(
+        sql.Identifier(settings.ops_schema)), (es.entity.name,))
+
+
+def fold_pending(settings: Settings) -> dict[str, int]:
+    """Fold the delta logs now (between hourly runs): entity -> keys waiting for the next detect.
+    Entities without current fingerprints are left out."""
+    out = {}
+    for es in per_room_entities(settings):
+        with connection(settings) as conn, conn.transaction():
+            if state(conn, settings, es)[0] == "current":
+                out[es.entity.name] = fold(conn, settings, es)
+    return out
 
 
 def differing_rooms(conn, settings: Settings, es: EntitySQL) -> tuple[list[int], int]:
@@ -222,7 +241,7 @@ def fill_scope_keys(conn, settings: Settings, es: EntitySQL) -> int:
     """pg_temp.chatsync_scope_keys := the changed and unresolved keys of the differing rooms."""
     conn.execute("TRUNCATE pg_temp.chatsync_scope_keys")
     conn.execute(sql_file(settings, "fingerprints_scope_keys", ops=sql.Identifier(settings.ops_schema)),
-                 {"kinds": list(es.entity.kinds)})
+                 {"kinds": list(es.entity.kinds), "entity": es.entity.name})
     conn.execute("ANALYZE pg_temp.chatsync_scope_keys")
     return conn.execute("SELECT count(*) FROM pg_temp.chatsync_scope_keys").fetchone()[0]
 

@@ -3,7 +3,9 @@
 record_bucket stores the metrics of the run's data interval (a rerun or a backfill rewrites the
 same bucket); evaluate checks sync delay, error rate and open inconsistencies over the last
 window and sends one alert per condition when it starts, none while it lasts, one when it clears;
-expire_freezes lifts write freezes whose lease ended (their procedure died) and says so.
+expire_freezes lifts write freezes whose lease ended (their procedure died) and says so;
+fold_fingerprints folds the fingerprint triggers' log (when installed), so the next full detect
+only diffs the keys that changed.
 """
 
 from datetime import timedelta
@@ -50,8 +52,16 @@ def chat_sync_health():
 
         return expire(settings_from_airflow())
 
+    @task
+    @fail_fast
+    def fold_fingerprints() -> dict:
+        from chatsync.fingerprints import fold_pending
+
+        return {"keys_waiting_for_detect": fold_pending(settings_from_airflow())}
+
     record_bucket() >> evaluate()
     expire_freezes()
+    fold_fingerprints()
 
 
 chat_sync_health()

@@ -80,7 +80,8 @@ def clean_db(settings):
         tables = ("metrics", "repair_audit", "inconsistencies", "runs", "sync_log", "dead_letters",
                   "metric_buckets", "alert_state", "alert_log", "maintenance_reports", "maintenance_actions",
                   "table_sizes", "freezes", "deploy_checks", "correction_plans", "redis_outages", "cache_outbox",
-                  "room_fingerprints", "room_fingerprint_deltas", "fingerprint_maintenance")
+                  "room_fingerprints", "room_fingerprint_deltas", "fingerprint_maintenance",
+                  "fingerprint_changed_keys")
         conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(
             sql.Identifier(settings.ops_schema, t) for t in tables)))
     return settings

@@ -218,3 +218,29 @@ def test_the_plan_crosses_xcom_intact_for_every_scope(db, clean_db):
         assert part["room_range"] is None and DetectPlan.from_dict(part).scope == scope
     incremental = DetectPlan.from_dict(engine.plan_step(clean_db, Scope("incremental"), "test")[0])
     assert incremental.since is not None and incremental.scope.kind == "incremental"
+
+
+def test_folding_between_runs_leaves_the_detect_only_the_diff(db, clean_db, caplog):
+    """chat_sync_health folds the log every 5 minutes; the changed keys wait for the next full
+    detect, which diffs them and clears them, finding what the plain diff finds."""
+    from chatsync import fingerprints
+
+    report = simulate(clean_db, rooms=80, members=20, drift=0.03, seed=47, maintain_fingerprints=True)
+    settings = replace(clean_db, fingerprint_max_changed_fraction=1.0)
+    pending = fingerprints.fold_pending(settings)
+    assert pending["participant"] > 0
+    assert db.execute("SELECT count(*) FROM chatsync.room_fingerprint_deltas").fetchone()[0] == 0
+    waiting = db.execute("SELECT count(*) FROM chatsync.fingerprint_changed_keys").fetchone()[0]
+    assert waiting == pending["participant"]
+    db.execute("UPDATE chat.chat_participants SET role = 'GUEST' WHERE user_id % 23 = 5 AND role <> 'GUEST'")
+    assert fingerprints.fold_pending(settings)["participant"] > waiting  # the new keys join the waiting ones
+    caplog.set_level(logging.INFO, logger="chatsync.diff")
+    fast = detect(settings, Scope("full"))
+    line = next(r.getMessage() for r in caplog.records if "from maintained fingerprints" in r.getMessage())
+    assert " 0 rooms row-diffed" in line, line  # the waiting keys explain every differing room
+    plain = detect(clean_db, EVERY_ROOM)
+    assert findings(db, fast.run_id) == findings(db, plain.run_id)
+    assert fast.counts["role_mismatch"] > report.injected["role_mismatch"]
+    assert db.execute("SELECT count(*) FROM chatsync.fingerprint_changed_keys").fetchone()[0] == 0
+    fingerprints.uninstall(settings)
+    assert fingerprints.fold_pending(settings) == {}  # nothing maintained, nothing folded

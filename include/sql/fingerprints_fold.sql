@@ -1,10 +1,12 @@
 -- Fold the delta log of one entity (what committed before this transaction's snapshot) into its
--- fingerprints. The keys it names stay in pg_temp.chatsync_changed_keys for the keyed diff.
+-- fingerprints. The keys it names wait in fingerprint_changed_keys for the next keyed diff.
 WITH moved AS (
     DELETE FROM {ops}.room_fingerprint_deltas WHERE entity = %(entity)s
     RETURNING side, room_id, user_id, row_count, hash
 ), changed AS (
-    INSERT INTO pg_temp.chatsync_changed_keys (room_id, user_id) SELECT DISTINCT room_id, user_id FROM moved
+    INSERT INTO {ops}.fingerprint_changed_keys (entity, room_id, user_id)
+    SELECT DISTINCT %(entity)s, room_id, user_id FROM moved
+    ON CONFLICT DO NOTHING
 ), net AS (
     SELECT side, room_id, sum(row_count) AS row_count, bit_xor(hash) AS hash FROM moved GROUP BY side, room_id
 )

@@ -1,7 +1,8 @@
--- The keys to diff in the rooms whose fingerprints differ: those changed since the last fold,
+-- The keys to diff in the rooms whose fingerprints differ: those changed since the last detect,
 -- and those of findings still unresolved (drift older than the log, a skipped repair).
 INSERT INTO pg_temp.chatsync_scope_keys (room_id, user_id)
-SELECT room_id, user_id FROM pg_temp.chatsync_changed_keys WHERE room_id IN (SELECT room_id FROM pg_temp.chatsync_differing_rooms)
+SELECT room_id, user_id FROM {ops}.fingerprint_changed_keys
+WHERE entity = %(entity)s AND room_id IN (SELECT room_id FROM pg_temp.chatsync_differing_rooms)
 UNION
 SELECT room_id, user_id FROM {ops}.inconsistencies
 WHERE resolved_at IS NULL AND kind = ANY(%(kinds)s) AND room_id IN (SELECT room_id FROM pg_temp.chatsync_differing_rooms)
