@@ -181,21 +181,27 @@ def _step_detect(settings: Settings, repeat: int, **_) -> dict:
             "rows_to_change": result.rows_to_change, "counts": result.counts}
 
 
-def _step_detect_sharded(settings: Settings, repeat: int, **_) -> dict:
-    """The hourly DAG's detect: plan, one part per room-id shard, finish; the parts one after
-    another, as on one worker slot (a cluster runs them side by side)."""
+def _detect_as_the_dag(settings: Settings) -> tuple[dict, int]:
+    """The hourly DAG's detect of a full scope: plan, one part per room-id shard, finish; the
+    parts one after another, as on one worker slot (a cluster runs them side by side).
+    Returns the detect task's result and the number of parts."""
     from chatsync import engine
-    from chatsync.db import connection
     from chatsync.diff import Scope
+
+    parts = engine.plan_step(settings, Scope("full"), "bench")
+    return engine.finish_step(settings, parts, [engine.shard_step(settings, p) for p in parts]), len(parts)
+
+
+def _step_detect_sharded(settings: Settings, repeat: int, **_) -> dict:
+    from chatsync.db import connection
 
     run_ids: list[int] = []
     n_parts: list[int] = []
 
     def once():
-        parts = engine.plan_step(settings, Scope("full"), "bench")
-        found = engine.finish_step(settings, parts, [engine.shard_step(settings, p) for p in parts])
+        found, parts = _detect_as_the_dag(settings)
         run_ids.append(found["run_id"])
-        n_parts.append(len(parts))
+        n_parts.append(parts)
         return found
 
     seconds, found = _median_time(once, repeat)
@@ -212,11 +218,9 @@ def _step_airflow_tasks(settings: Settings, run_id: int, **_) -> dict:
 
     from chatsync import engine
     from chatsync.db import connection
-    from chatsync.diff import Scope
 
     with_sdk = _rss_mb()
-    parts = engine.plan_step(settings, Scope("full"), "bench")
-    found = engine.finish_step(settings, parts, [engine.shard_step(settings, p) for p in parts])
+    found, _ = _detect_as_the_dag(settings)
     detect_peak = _rss_mb()
     with connection(settings) as conn:
         _forget_runs(conn, settings, [found["run_id"]])

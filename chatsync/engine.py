@@ -13,10 +13,9 @@ from datetime import datetime
 
 from psycopg import sql
 
-from chatsync import metrics, runs
+from chatsync import diff, metrics, runs
 from chatsync.config import Settings
 from chatsync.db import connection, with_retry
-from chatsync import diff
 from chatsync.diff import DetectPlan, DetectResult, Decision, Scope, decide, detect
 from chatsync.errors import ChatsyncError, ValidationFailed
 from chatsync.repair import RepairResult, repair
