@@ -8,6 +8,8 @@ child process so that its peak memory is its own:
   foj      the bare FULL OUTER JOIN diff query, differing keys fetched
   pandas   both tables read with ``pd.read_sql`` (SQLAlchemy), outer merge, compare
   pandas_copy  the same with the fastest load there is (COPY ... CSV into ``read_csv``)
+  write_overhead  with --fingerprints: what the triggers add to the application's single-row
+           UPDATEs (1,000 with the triggers firing and skipped, rolled back)
   fold     with --fingerprints: the fold chat_sync_health runs between hourly runs
   detect   chatsync's detect, scope full (both entities, findings stored by kind)
   detect_sharded  the same as the hourly DAG's mapped parts (plan, one part per room-id shard,
@@ -241,6 +243,42 @@ def _step_fold(settings: Settings, **_) -> dict:
     return {"seconds": time.perf_counter() - t0, "rows": sum(waiting.values())}
 
 
+def _step_write_overhead(settings: Settings, repeat: int, **_) -> dict:
+    """What the fingerprint triggers add to the application's writes: 1,000 single-row UPDATEs
+    (the shape of an application write) with the triggers firing and skipped
+    (session_replication_role = replica), each batch rolled back, alternated. (A 10,000-row
+    statement was measured too: the difference stayed inside its own run-to-run noise.)"""
+    from chatsync.db import connection
+
+    one = ("UPDATE chat.chat_participants SET permissions = permissions # 2, updated_at = clock_timestamp() "
+           "WHERE room_id = %s AND user_id = %s")
+    with connection(settings) as conn:
+        keys = conn.execute("SELECT room_id, user_id FROM chat.chat_participants TABLESAMPLE SYSTEM (1) "
+                            "LIMIT 1000").fetchall()
+        superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+        conn.rollback()
+        if not superuser:  # only a superuser may skip triggers
+            raise ConfigError("the write_overhead step needs a superuser connection (session_replication_role)")
+
+        def timed(triggers: bool) -> float:
+            with conn.transaction(force_rollback=True):
+                if not triggers:
+                    conn.execute("SET LOCAL session_replication_role = replica")
+                t0 = time.perf_counter()
+                for key in keys:
+                    conn.execute(one, key)
+                return time.perf_counter() - t0
+
+        runs: dict[bool, list[float]] = {True: [], False: []}
+        for i in range(1 + max(repeat, 5)):  # a warm-up round, then alternated in both orders
+            for triggers in ((False, True) if i % 2 else (True, False)):
+                runs[triggers].append(timed(triggers))
+    on, off = (statistics.median(runs[t][1:]) for t in (True, False))
+    return {"seconds": on, "rows": len(keys), "without_triggers_seconds": off,
+            "ms_per_statement_with_triggers": round(1e3 * on / max(len(keys), 1), 3),
+            "ms_per_statement_without_triggers": round(1e3 * off / max(len(keys), 1), 3)}
+
+
 def _step_bare_repair(settings: Settings, run_id: int, **_) -> dict:
     from chatsync.db import connection, sql_file
 
@@ -287,7 +325,7 @@ def _step_incremental(settings: Settings, run_id: int, **_) -> dict:
 
 STEPS = {"floor": _step_floor, "foj": _step_foj, "pandas": _step_pandas, "pandas_copy": _step_pandas_copy,
          "detect": _step_detect, "detect_sharded": _step_detect_sharded, "airflow_tasks": _step_airflow_tasks,
-         "fold": _step_fold,
+         "fold": _step_fold, "write_overhead": _step_write_overhead,
          "bare_repair": _step_bare_repair, "repair": _step_repair, "incremental": _step_incremental}
 
 
@@ -371,6 +409,10 @@ def run_bench(settings: Settings, participants: int, drift: float, seed: int = 4
         # with maintained fingerprints, chat_sync_health folds the log between runs; the first
         # detect then diffs the waiting keys (a second one would meet none: the first is measured)
         if maintained_fingerprints:
+            try:
+                results["write_overhead"] = _run_child("write_overhead", url, repeat)
+            except RuntimeError as exc:  # e.g. not a superuser: the rest still runs
+                log.warning("bench: the triggers' write overhead was not measured: %s", exc)
             results["fold"] = _run_child("fold", url)
         if participants >= bench.detect_shard_rows and not maintained_fingerprints:
             results["detect_sharded"] = _run_child("detect_sharded", url, repeat)
@@ -465,6 +507,7 @@ def _scale_verdicts(out: dict) -> dict:
 
 LABELS = {"floor": "(a) count(*) both tables (floor)", "foj": "(b) bare FULL OUTER JOIN",
           "pandas": "(c) pandas read_sql + merge", "pandas_copy": "    pandas COPY+read_csv + merge",
+          "write_overhead": "    app single-row UPDATEs, triggers on",
           "fold": "    fold of the trigger log (between runs)",
           "detect": "(d) chatsync detect (full)",
           "detect_sharded": "    the same as the DAG's mapped shards",
@@ -489,6 +532,10 @@ def format_table(out: dict) -> str:
     if tasks := out["steps"].get("airflow_tasks"):
         lines.append(f"Airflow task processes (Task SDK loaded: {tasks['task_sdk_rss_mb']:.0f} MB): detect tasks peak "
                      f"{tasks['detect_task_peak_rss_mb']:.0f} MB, validate (GX) peak {tasks['validate_task_peak_rss_mb']:.0f} MB")
+    if w := out["steps"].get("write_overhead"):
+        lines.append(f"Fingerprint triggers on application writes: a single-row UPDATE takes "
+                     f"{w['ms_per_statement_with_triggers']} ms against {w['ms_per_statement_without_triggers']} ms "
+                     f"without")
     lines.append("ratios:")
     lines += [f"  {k:32} {v}" for k, v in out["ratios"].items()]
     lines.append("targets:")

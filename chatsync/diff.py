@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -326,27 +327,35 @@ def _insert_statement(settings: Settings, es: EntitySQL, scope: Scope) -> sql.Co
         join_on=es.join_room_chat(), differs=es.differs())
 
 
-# Planner settings for one detect INSERT, by scope, restored afterwards.
+# Planner settings for one detect statement, by what it reads, restored afterwards.
 _SCAN_SETTINGS = {
     # Both sides are indexed on the key: a merge full join streams them in key order, where a hash
     # join spills a 1M-row hash to disk (measured: 0.39 s against 0.47 s at 1M rows).
     "whole": {"enable_hashjoin": "off", "jit": "off"},
     # A key set (incremental, event keys, changed keys) probes both sides' key indexes, so its cost
     # follows the keys, not the tables; PostgreSQL's default random_page_cost (4, spinning disks)
-    # prices two full scans lower from ~1 % of the rows on.
-    "keys": {"random_page_cost": "1.1"},
+    # prices two full scans lower from ~1 % of the rows on. JIT compiles for longer than the
+    # probes of a few thousand keys take.
+    "keys": {"random_page_cost": "1.1", "jit": "off"},
 }
+
+
+@contextmanager
+def _planner(conn, reads: str):
+    """_SCAN_SETTINGS[reads] for the statements run inside, in conn's current transaction."""
+    local = _SCAN_SETTINGS[reads]
+    previous = {name: conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0] for name in local}
+    for name, value in local.items():
+        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+    yield
+    for name, value in previous.items():
+        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
 
 
 def _scan(conn, settings: Settings, es: EntitySQL, scope: Scope, params: dict) -> None:
     """Run the detect INSERT for one scope on conn, inside its current transaction."""
-    local = _SCAN_SETTINGS["whole" if scope.kind in ("full", "range") else "keys"]
-    previous = {name: conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0] for name in local}
-    for name, value in local.items():
-        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
-    conn.execute(_insert_statement(settings, es, scope), params)
-    for name, value in previous.items():
-        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+    with _planner(conn, "whole" if scope.kind in ("full", "range") else "keys"):
+        conn.execute(_insert_statement(settings, es, scope), params)
 
 
 def _split(conn, es: EntitySQL, scope: Scope, parts: int) -> list[Scope]:
@@ -395,46 +404,65 @@ def _maintained_fingerprints(conn, settings: Settings, es: EntitySQL, scope: Sco
 
 def _diff_changed_keys(conn, settings: Settings, es: EntitySQL, run_id: int) -> bool:
     """Full scope from maintained fingerprints: fold the log (what chat_sync_health has not folded
-    already), compare the fingerprints, diff the keys changed since the last detect (and those
-    still unresolved) in the rooms that differ, then prove the rest of each such
-    room matches (fingerprints_unexplained_rooms.sql); a room the proof fails gets a row diff.
-    The cost follows the changes, not the table; above fingerprint_max_changed_fraction of the
-    rows changed a key costs more than its share of a table scan, so False: scan instead."""
+    already), then, by room-id ranges holding equal shares of the changed keys (on parallel
+    connections), compare the fingerprints and, in the rooms that differ, diff the keys changed
+    since the last detect (and those still unresolved) and prove the rest of each room matches in
+    the same read (fingerprints.diff_keys); a room the proof fails gets a row diff. The cost
+    follows the changes, not the table; above fingerprint_max_changed_fraction of the rows changed
+    a key costs more than its share of a table scan, so False: scan instead."""
     t0 = time.perf_counter()
-    changed = fingerprints.fold(conn, settings, es)
+    # The fold commits first, on its own connection, so the parallel connections read it; the
+    # fold lock taken again here keeps further folds out until this transaction has removed the
+    # changed keys it diffed (a fold that slips in between is read like the rest).
+    with connection(settings, application_name="chatsync detect") as fold_conn, fold_conn.transaction():
+        fingerprints.fold(fold_conn, settings, es)
+    changed = fingerprints.hold_changed_keys(conn, settings, es)
+    phases = {"fold": time.perf_counter() - t0}
     limit = settings.fingerprint_max_changed_fraction * max(_estimated_rows(conn, es), 1)
     if changed > limit:
         log.info("run %s: %s: %d keys changed since the last detect, above the switch (%.0f): diffing the tables",
                  run_id, es.entity.name, changed, limit)
         fingerprints.forget_changed_keys(conn, settings, es)  # the table diff in this transaction covers them
         return False
-    differing, rooms = fingerprints.differing_rooms(conn, settings, es)
-    keys = 0
-    unexplained: list[int] = []
-    # A few keys out of millions: index probes, not scans (PostgreSQL's default random_page_cost
-    # of 4 prices spinning disks and picks two full scans; see also repair._repair_batch).
-    previous = conn.execute("SELECT current_setting('random_page_cost'), set_config('random_page_cost', '1.1', true)"
-                            ).fetchone()[0]
-    if differing:
-        keys = fingerprints.fill_scope_keys(conn, settings, es)
-        scope = Scope("keys", rooms=tuple(differing))  # the keys filled above, inside these rooms
-        conn.execute(_insert_statement(settings, es, scope), _bind(scope, run_id, es.entity))
-        unexplained = fingerprints.unexplained_rooms(conn, settings, es)
-        if unexplained:
-            log.warning("run %s: %s: %d rooms differ beyond their logged changes (drift older than the "
-                        "log, or a write that skipped the triggers): row diff of those rooms",
-                        run_id, es.entity.name, len(unexplained))
-            conn.execute(J("DELETE FROM {}.inconsistencies WHERE run_id = %s AND kind = ANY(%s) "
-                           "AND room_id = ANY(%s)").format(sql.Identifier(settings.ops_schema)),
-                         (run_id, list(es.entity.kinds), unexplained))
-            part = Scope("rooms", rooms=tuple(unexplained))
-            _scan(conn, settings, es, part, _bind(part, run_id, es.entity))
-    conn.execute("SELECT set_config('random_page_cost', %s, true)", (previous,))
+    # ranges with equal shares of the changed keys, on parallel connections when there are many
+    workers = settings.parallel_workers() if changed >= settings.detect_parallel_min_keys else 1
+    ranges = fingerprints.key_ranges(conn, settings, es, workers)
+    if len(ranges) > 1:
+        def one(room_range: tuple[int, int]) -> fingerprints.KeyedDiff:
+            with connection(settings, application_name="chatsync detect") as part, part.transaction():
+                return _diff_keys_in_range(part, settings, es, run_id, room_range)
+
+        with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="detect") as pool:
+            done = [f.result() for f in [pool.submit(one, r) for r in ranges]]
+    else:
+        done = [_diff_keys_in_range(conn, settings, es, run_id, ranges[0])]
+    phases["keys"] = time.perf_counter() - t0 - sum(phases.values())
     fingerprints.forget_changed_keys(conn, settings, es)
-    log.info("run %s: %s from maintained fingerprints: %d of %d rooms differ, %d keys diffed, %d rooms "
-             "row-diffed, in %.2fs", run_id, es.entity.name, len(differing), rooms, keys, len(unexplained),
-             time.perf_counter() - t0)
+    total = fingerprints.KeyedDiff(*(sum(getattr(d, f) for d in done) for f in ("rooms", "differing", "keys", "findings")))
+    total.unexplained = [room for d in done for room in d.unexplained]
+    log.info("run %s: %s from maintained fingerprints: %d of %d rooms differ, %d keys diffed (%d findings) "
+             "on %d connections, %d rooms row-diffed, in %.2fs (%s)", run_id, es.entity.name, total.differing,
+             total.rooms, total.keys, total.findings, len(ranges), len(total.unexplained),
+             time.perf_counter() - t0, ", ".join(f"{name} {seconds:.2f}s" for name, seconds in phases.items()))
     return True
+
+
+def _diff_keys_in_range(conn, settings: Settings, es: EntitySQL, run_id: int,
+                        room_range: tuple[int, int]) -> fingerprints.KeyedDiff:
+    """fingerprints.diff_keys for the rooms of room_range on conn, then a row diff of the rooms
+    it leaves unexplained."""
+    with _planner(conn, "keys"):
+        done = fingerprints.diff_keys(conn, settings, es, run_id, room_range)
+    if done.unexplained:
+        log.warning("run %s: %s: %d rooms differ beyond their logged changes (drift older than the "
+                    "log, or a write that skipped the triggers): row diff of those rooms",
+                    run_id, es.entity.name, len(done.unexplained))
+        conn.execute(J("DELETE FROM {}.inconsistencies WHERE run_id = %s AND kind = ANY(%s) "
+                       "AND room_id = ANY(%s)").format(sql.Identifier(settings.ops_schema)),
+                     (run_id, list(es.entity.kinds), done.unexplained))
+        part = Scope("rooms", rooms=tuple(done.unexplained))
+        _scan(conn, settings, es, part, _bind(part, run_id, es.entity))
+    return done
 
 
 def _fingerprinted_rooms(conn, settings: Settings, es: EntitySQL, scope: Scope, run_id: int) -> list[int] | None:

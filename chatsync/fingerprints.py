@@ -5,8 +5,8 @@ hash every row.
 TRUNCATE trigger on both tables of each per-room entity and hashes the baseline, in one
 transaction (the triggers' lock holds writes back meanwhile: seconds at 10M rows). Each write
 then appends its net change per key to ``room_fingerprint_deltas``; detect ``fold``s that log
-into ``room_fingerprints``, compares the two sides (``differing_rooms``), diffs the changed keys
-of the rooms that differ and proves the rest of those rooms (``unexplained_rooms``). The hash is
+into ``room_fingerprints``, then, by room-id range, compares the two sides, diffs the changed keys
+of the rooms that differ and proves the rest of those rooms in one statement (``diff_keys``). The hash is
 ``EntitySQL.row_hash``, the one detect uses when it hashes the tables.
 
 A write that bypasses row triggers cannot be seen: TRUNCATE marks the fingerprints stale, a
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 
 from psycopg import sql
 
@@ -191,12 +192,20 @@ def state(conn, settings: Settings, es: EntitySQL) -> tuple[str, str]:
 def fold(conn, settings: Settings, es: EntitySQL) -> int:
     """Fold the delta log into the fingerprints; the keys it named join fingerprint_changed_keys.
     Returns how many keys changed since the last detect. Holds the fold lock to the end of the
-    caller's transaction, so a detect's keys are not added to while it diffs and removes them."""
+    caller's transaction (see hold_changed_keys)."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (FOLD_LOCK,))
-    ops = sql.Identifier(settings.ops_schema)
-    conn.execute(sql_file(settings, "fingerprints_fold", ops=ops), {"entity": es.entity.name})
-    return conn.execute(J("SELECT count(*) FROM {}.fingerprint_changed_keys WHERE entity = %s").format(ops),
-                        (es.entity.name,)).fetchone()[0]
+    conn.execute(sql_file(settings, "fingerprints_fold", ops=sql.Identifier(settings.ops_schema)),
+                 {"entity": es.entity.name})
+    return hold_changed_keys(conn, settings, es)
+
+
+def hold_changed_keys(conn, settings: Settings, es: EntitySQL) -> int:
+    """Keep folds out until the end of conn's transaction, so the keys a detect diffs and then
+    removes are not added to meanwhile; returns how many keys changed since the last detect (as
+    folded so far)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (FOLD_LOCK,))
+    return conn.execute(J("SELECT count(*) FROM {}.fingerprint_changed_keys WHERE entity = %s").format(
+        sql.Identifier(settings.ops_schema)), (es.entity.name,)).fetchone()[0]
 
 
 def forget_changed_keys(conn, settings: Settings, es: EntitySQL) -> None:
@@ -216,49 +225,58 @@ def fold_pending(settings: Settings) -> dict[str, int]:
     return out
 
 
-def differing_rooms(conn, settings: Settings, es: EntitySQL) -> tuple[list[int], int]:
-    """(Rooms whose folded fingerprints differ, rooms compared); the differing ones also go to
-    pg_temp.chatsync_differing_rooms. The fold, the keyed diff and the proof may each read a newer
-    snapshot (READ COMMITTED): a key written in between either makes the proof fail for its room
-    (a row diff, never a miss) or waits in the log for the next run."""
+def key_ranges(conn, settings: Settings, es: EntitySQL, parts: int) -> list[tuple[int, int]]:
+    """Room-id ranges [lo, hi) covering every room id, holding about equal shares of the keys
+    changed since the last detect (whole rooms: a room's keys stay in one range)."""
+    cuts = conn.execute(J(
+        "SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY room_id) "
+        "FROM {}.fingerprint_changed_keys WHERE entity = %s").format(sql.Identifier(settings.ops_schema)),
+        ([i / parts for i in range(1, parts)], es.entity.name)).fetchone()[0] or []
+    bounds = sorted({-2**63, *cuts, 2**63 - 1})
+    return list(zip(bounds, bounds[1:]))
+
+
+@dataclass
+class KeyedDiff:
+    """What diff_keys did for one room-id range."""
+    rooms: int = 0  # rooms compared
+    differing: int = 0  # rooms whose fingerprints differ
+    keys: int = 0  # keys diffed
+    findings: int = 0
+    unexplained: list[int] = field(default_factory=list)  # rooms left for a row diff
+
+
+def diff_keys(conn, settings: Settings, es: EntitySQL, run_id: int, room_range: tuple[int, int]) -> KeyedDiff:
+    """In conn's transaction, for the rooms of room_range: compare the fingerprints
+    (fingerprints_differing_rooms.sql), store the findings of the differing rooms' scope keys
+    (fingerprints_scope_keys.sql) and prove the rest of those rooms in the same read
+    (detect_changed_keys.sql). The fold, this statement and a row diff after it may each
+    read a newer snapshot (READ COMMITTED): a key written in between either makes the proof
+    fail for its room (a row diff, never a miss) or waits in the log for the next run."""
     ops = sql.Identifier(settings.ops_schema)
-    side = J("SELECT room_id, row_count AS n, hash AS h FROM {}.room_fingerprints "
-             "WHERE entity = %(entity)s AND side = {} AND (row_count, hash) <> (0, 0)")
-    differing, rooms = conn.execute(sql_file(settings, "detect_room_fingerprints",
-                                             room_side=side.format(ops, sql.Literal("room")),
-                                             chat_side=side.format(ops, sql.Literal("chat"))),
-                                    {"entity": es.entity.name}).fetchone()
-    # the next steps join on them (a temp table: = ANY(array) of thousands is a scan per row)
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_differing_rooms (room_id bigint PRIMARY KEY) "
+    params = {"run_id": run_id, "entity": es.entity.name, "kinds": list(es.entity.kinds),
+              "room_lo": room_range[0], "room_hi": room_range[1]}
+    # tables with statistics (and a key), for the joins to plan on the true row counts
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_differing_rooms "
+                 "(room_id bigint PRIMARY KEY, dn bigint NOT NULL, dh bigint NOT NULL) ON COMMIT DROP")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_scope_keys (room_id bigint NOT NULL, user_id bigint) "
                  "ON COMMIT DROP")
-    conn.execute("TRUNCATE pg_temp.chatsync_differing_rooms")
-    conn.execute("INSERT INTO pg_temp.chatsync_differing_rooms SELECT unnest(%s::bigint[])", (differing,))
+    conn.execute("TRUNCATE pg_temp.chatsync_differing_rooms, pg_temp.chatsync_scope_keys")
+    rooms, differing = conn.execute(sql_file(settings, "fingerprints_differing_rooms", ops=ops), params).fetchone()
     conn.execute("ANALYZE pg_temp.chatsync_differing_rooms")
-    return differing, rooms
-
-
-def fill_scope_keys(conn, settings: Settings, es: EntitySQL) -> int:
-    """pg_temp.chatsync_scope_keys := the changed and unresolved keys of the differing rooms."""
-    conn.execute("TRUNCATE pg_temp.chatsync_scope_keys")
-    conn.execute(sql_file(settings, "fingerprints_scope_keys", ops=sql.Identifier(settings.ops_schema)),
-                 {"kinds": list(es.entity.kinds), "entity": es.entity.name})
+    conn.execute(sql_file(settings, "fingerprints_scope_keys", ops=ops), params)
     conn.execute("ANALYZE pg_temp.chatsync_scope_keys")
-    return conn.execute("SELECT count(*) FROM pg_temp.chatsync_scope_keys").fetchone()[0]
-
-
-def unexplained_rooms(conn, settings: Settings, es: EntitySQL) -> list[int]:
-    """Of the differing rooms, those whose difference the scope keys do not account for."""
-    return conn.execute(sql_file(
-        settings, "fingerprints_unexplained_rooms", ops=sql.Identifier(settings.ops_schema),
-        room=es.room.ident, chat=es.chat.ident,
-        room_room_id=es.rc(es.entity.room_key[0], "r"), chat_room_id=es.cc(es.entity.chat_key[0], "c"),
+    keys, findings, unexplained = conn.execute(sql_file(
+        settings, "detect_changed_keys", **es.common(settings.ops_schema),
+        key_out=es.key_out(), kinds_array=es.kinds_array(), digest=es.chat_digest_or_null(),
+        room_key_is_null=es.room_key_is_null(), chat_key_is_null=es.chat_key_is_null(),
         room_hash=es.row_hash("room"), chat_hash=es.row_hash("chat"),
-        room_eq_s=es.join_room_to("s"), chat_eq_s=es.join_chat_to("s")),
-        {"entity": es.entity.name}).fetchone()[0]
+        room_eq_s=es.join_room_to("s"), chat_eq_s=es.join_chat_to("s")), params).fetchone()
+    return KeyedDiff(rooms, differing, keys, findings, unexplained)
 
 
 def hashed_differing_rooms(conn, settings: Settings, es: EntitySQL) -> tuple[list[int], int]:
-    """The same answer with both tables hashed now (no triggers needed)."""
+    """(Rooms whose fingerprints, hashed from both tables now, differ; rooms compared)."""
     return conn.execute(sql_file(settings, "detect_room_fingerprints", room_side=_hashed_side(es, "room"),
                                  chat_side=_hashed_side(es, "chat"))).fetchone()
 

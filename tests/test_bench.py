@@ -43,6 +43,21 @@ def test_bench_runs_every_step_and_cleans_up(settings):
                             (result["scratch_database"],)).fetchone()[0] == 0
 
 
+def test_bench_with_maintained_fingerprints_measures_the_fold_and_the_triggers_cost(settings):
+    # the switch raised: at this size 2 % drift is above the default share of changed keys
+    code, out, err = run(settings, "bench", "--participants", "3000", "--drift", "0.02", "--repeat", "1",
+                         "--skip-pandas", "--fingerprints", "--json", CHATSYNC_FINGERPRINT_MAX_CHANGED_FRACTION="1")
+    assert code == 0, err
+    result = json.loads(out)
+    steps = result["steps"]
+    assert {"fold", "write_overhead", "detect"} <= set(steps) and "pandas" not in steps
+    assert 0 < steps["fold"]["rows"] <= steps["detect"]["rows_to_change"]  # the drifted participant keys, logged
+    assert steps["detect"]["counts"] == result["injected"]
+    overhead = steps["write_overhead"]
+    assert overhead["rows"] > 0 and overhead["ms_per_statement_with_triggers"] > 0
+    assert overhead["ms_per_statement_without_triggers"] > 0
+
+
 def test_events_bench_runs_every_phase_and_cleans_up(redis_settings):
     import redis
 

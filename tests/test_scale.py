@@ -56,16 +56,28 @@ def test_concentrated_drift_is_checked(clean_db):
         simulate(clean_db, rooms=5, members=3, drift=0.1, seed=1, drift_rooms=0)
 
 
-def test_maintained_fingerprints_find_what_the_plain_diff_finds_reading_only_the_changes(db, clean_db, caplog):
+# the rooms that differ on one connection, or split over two (from detect_parallel_min_keys keys)
+KEYED_CONNECTIONS = pytest.mark.parametrize("connections", [1, 2])
+
+
+def keyed(settings, connections: int):
+    return replace(settings, fingerprint_max_changed_fraction=1.0, workers=2,
+                   detect_parallel_min_keys=1 if connections == 2 else 10**9)
+
+
+@KEYED_CONNECTIONS
+def test_maintained_fingerprints_find_what_the_plain_diff_finds_reading_only_the_changes(db, clean_db, caplog,
+                                                                                         connections):
     """Triggers keep the fingerprints current through every kind of write on both sides; the full
     pass diffs only the logged keys of the differing rooms and proves the rest of those rooms."""
     report = simulate(clean_db, rooms=120, members=20, drift=0.03, seed=43, maintain_fingerprints=True)
     assert db.execute("SELECT count(*) FROM chatsync.room_fingerprint_deltas").fetchone()[0] > 0
     caplog.set_level(logging.INFO, logger="chatsync.diff")
-    settings = replace(clean_db, fingerprint_max_changed_fraction=1.0)  # 3 % drift: above the default switch
+    settings = keyed(clean_db, connections)  # 3 % drift: above the default switch
     fast = detect(settings, Scope("full"))
     line = next(r.getMessage() for r in caplog.records if "from maintained fingerprints" in r.getMessage())
     assert " 0 rooms row-diffed" in line, line  # the drift went through the triggers: the log explains it all
+    assert f"on {connections} connections" in line, line
     assert {k: v for k, v in fast.counts.items() if v} == {k: v for k, v in report.injected.items() if v}
     assert db.execute("SELECT count(*) FROM chatsync.room_fingerprint_deltas").fetchone()[0] == 0  # folded
     # application writes of every shape, on both sides, after the fold
@@ -89,12 +101,13 @@ def test_maintained_fingerprints_find_what_the_plain_diff_finds_reading_only_the
     assert " 0 rooms row-diffed" in line, line
 
 
-def test_drift_older_than_the_log_and_writes_that_skip_the_triggers_are_not_missed(db, clean_db, caplog):
+@KEYED_CONNECTIONS
+def test_drift_older_than_the_log_and_writes_that_skip_the_triggers_are_not_missed(db, clean_db, caplog, connections):
     from chatsync import fingerprints
     from chatsync.diff import entity_sql
 
     es = next(e for e in entity_sql(clean_db) if e.entity.has_user)
-    settings = replace(clean_db, fingerprint_max_changed_fraction=1.0)
+    settings = keyed(clean_db, connections)
     # installed after the drift: the log names none of it, the proof fails, those rooms get a row diff
     report = simulate(clean_db, rooms=60, members=10, drift=0.02, seed=44)
     fingerprints.install(clean_db)
@@ -102,6 +115,7 @@ def test_drift_older_than_the_log_and_writes_that_skip_the_triggers_are_not_miss
     first = detect(settings, Scope("full"))
     assert {k: v for k, v in first.counts.items() if v} == {k: v for k, v in report.injected.items() if v}
     assert any("rooms differ beyond their logged changes" in r.getMessage() for r in caplog.records)
+    assert findings(db, first.run_id) == findings(db, detect(clean_db, EVERY_ROOM).run_id)
     # a trigger disabled is noticed and remembered: writes made meanwhile are not in the log, so
     # detect diffs the tables until the fingerprints are rebuilt, even after the trigger is back
     db.execute("ALTER TABLE chat.chat_participants DISABLE TRIGGER chatsync_fingerprint_update")
