@@ -250,7 +250,7 @@ def diff_keys(conn, settings: Settings, es: EntitySQL, run_id: int, room_range: 
     """In conn's transaction, for the rooms of room_range: compare the fingerprints
     (fingerprints_differing_rooms.sql), store the findings of the differing rooms' scope keys
     (fingerprints_scope_keys.sql) and prove the rest of those rooms in the same read
-    (detect_changed_keys.sql). The fold, this statement and a row diff after it may each
+    (detect_changed_keys.sql). The fold, these statements and a row diff after them may each
     read a newer snapshot (READ COMMITTED): a key written in between either makes the proof
     fail for its room (a row diff, never a miss) or waits in the log for the next run."""
     ops = sql.Identifier(settings.ops_schema)
