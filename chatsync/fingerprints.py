@@ -256,14 +256,14 @@ def diff_keys(conn, settings: Settings, es: EntitySQL, run_id: int, room_range: 
     ops = sql.Identifier(settings.ops_schema)
     params = {"run_id": run_id, "entity": es.entity.name, "kinds": list(es.entity.kinds),
               "room_lo": room_range[0], "room_hi": room_range[1]}
-    # tables with statistics (and a key), for the joins to plan on the true row counts
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_differing_rooms "
-                 "(room_id bigint PRIMARY KEY, dn bigint NOT NULL, dh bigint NOT NULL) ON COMMIT DROP")
+    side = J("SELECT room_id, row_count AS n, hash AS h FROM {}.room_fingerprints WHERE entity = %(entity)s "
+             "AND side = {} AND room_id >= %(room_lo)s AND room_id < %(room_hi)s")
+    rooms, differing = _differing_rooms(conn, settings, side.format(ops, sql.Literal("room")),
+                                        side.format(ops, sql.Literal("chat")), params)
+    # analysed, like the differing rooms, for the joins to plan on the true row counts
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_scope_keys (room_id bigint NOT NULL, user_id bigint) "
                  "ON COMMIT DROP")
-    conn.execute("TRUNCATE pg_temp.chatsync_differing_rooms, pg_temp.chatsync_scope_keys")
-    rooms, differing = conn.execute(sql_file(settings, "fingerprints_differing_rooms", ops=ops), params).fetchone()
-    conn.execute("ANALYZE pg_temp.chatsync_differing_rooms")
+    conn.execute("TRUNCATE pg_temp.chatsync_scope_keys")
     conn.execute(sql_file(settings, "fingerprints_scope_keys", ops=ops), params)
     conn.execute("ANALYZE pg_temp.chatsync_scope_keys")
     keys, findings, unexplained = conn.execute(sql_file(
@@ -275,10 +275,26 @@ def diff_keys(conn, settings: Settings, es: EntitySQL, run_id: int, room_range: 
     return KeyedDiff(rooms, differing, keys, findings, unexplained)
 
 
+def _differing_rooms(conn, settings: Settings, room_side: sql.Composable, chat_side: sql.Composable,
+                     params: dict | None = None) -> tuple[int, int]:
+    """pg_temp.chatsync_differing_rooms := the rooms whose fingerprints differ, from two
+    (room_id, n, h) queries (fingerprints_differing_rooms.sql), analysed: a table with statistics
+    and a key for the joins that read it. Returns (rooms compared, rooms that differ)."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_differing_rooms "
+                 "(room_id bigint PRIMARY KEY, dn bigint NOT NULL, dh bigint NOT NULL) ON COMMIT DROP")
+    conn.execute("TRUNCATE pg_temp.chatsync_differing_rooms")
+    compared, differing = conn.execute(sql_file(settings, "fingerprints_differing_rooms", room_side=room_side,
+                                                chat_side=chat_side), params).fetchone()
+    conn.execute("ANALYZE pg_temp.chatsync_differing_rooms")
+    return compared, differing
+
+
 def hashed_differing_rooms(conn, settings: Settings, es: EntitySQL) -> tuple[list[int], int]:
     """(Rooms whose fingerprints, hashed from both tables now, differ; rooms compared)."""
-    return conn.execute(sql_file(settings, "detect_room_fingerprints", room_side=_hashed_side(es, "room"),
-                                 chat_side=_hashed_side(es, "chat"))).fetchone()
+    compared, _ = _differing_rooms(conn, settings, _hashed_side(es, "room"), _hashed_side(es, "chat"))
+    rooms = conn.execute("SELECT coalesce(array_agg(room_id ORDER BY room_id), '{}') "
+                         "FROM pg_temp.chatsync_differing_rooms").fetchone()[0]
+    return rooms, compared
 
 
 def status(settings: Settings) -> list[dict]:
