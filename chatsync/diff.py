@@ -90,9 +90,17 @@ def entity_sql(settings: Settings) -> list[EntitySQL]:
     return [EntitySQL.build(e, mapping) for e in ENTITIES]
 
 
+def _empty_scope_keys(conn) -> None:
+    """An empty pg_temp.chatsync_scope_keys in conn's transaction: the keys a key-set statement
+    reads (filled, then analysed, by its caller)."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_scope_keys "
+                 "(room_id bigint NOT NULL, user_id bigint) ON COMMIT DROP")
+    conn.execute("TRUNCATE pg_temp.chatsync_scope_keys")
+
+
 def _fill_scope_keys(conn, settings: Settings, es: EntitySQL, scope: Scope, since) -> None:
     """(Re)fill pg_temp.chatsync_scope_keys with this entity's keys for a key-set scope."""
-    conn.execute("TRUNCATE pg_temp.chatsync_scope_keys")
+    _empty_scope_keys(conn)
     e = es.entity
     if scope.kind == "incremental":
         conn.execute(sql_file(
@@ -275,8 +283,6 @@ def detect_part(settings: Settings, plan: DetectPlan, part: Scope | None = None)
             where = J(" AND room_id >= %(room_lo)s AND room_id < %(room_hi)s")
         conn.execute(J("DELETE FROM {}.inconsistencies WHERE run_id = %(run_id)s{}").format(
             sql.Identifier(ops), where), _bind(scope, plan.run_id, ENTITIES[0]))
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_scope_keys "
-                     "(room_id bigint NOT NULL, user_id bigint) ON COMMIT DROP")
         for es in entity_sql(settings):
             t_entity = time.perf_counter()
             if scope.kind in ("incremental", "keys"):
@@ -451,6 +457,7 @@ def _diff_keys_in_range(conn, settings: Settings, es: EntitySQL, run_id: int,
                         room_range: tuple[int, int]) -> fingerprints.KeyedDiff:
     """fingerprints.diff_keys for the rooms of room_range on conn, then a row diff of the rooms
     it leaves unexplained."""
+    _empty_scope_keys(conn)
     with _planner(conn, "keys"):
         done = fingerprints.diff_keys(conn, settings, es, run_id, room_range)
     if done.unexplained:

@@ -247,8 +247,8 @@ class KeyedDiff:
 
 
 def diff_keys(conn, settings: Settings, es: EntitySQL, run_id: int, room_range: tuple[int, int]) -> KeyedDiff:
-    """In conn's transaction, for the rooms of room_range: compare the fingerprints
-    (fingerprints_differing_rooms.sql), store the findings of the differing rooms' scope keys
+    """In conn's transaction (with an empty pg_temp.chatsync_scope_keys), for the rooms of
+    room_range: compare the fingerprints (fingerprints_differing_rooms.sql), store the findings of the differing rooms' scope keys
     (fingerprints_scope_keys.sql) and prove the rest of those rooms in the same read
     (detect_changed_keys.sql). The fold, these statements and a row diff after them may each
     read a newer snapshot (READ COMMITTED): a key written in between either makes the proof
@@ -260,10 +260,8 @@ def diff_keys(conn, settings: Settings, es: EntitySQL, run_id: int, room_range: 
              "AND side = {} AND room_id >= %(room_lo)s AND room_id < %(room_hi)s")
     rooms, differing = _differing_rooms(conn, settings, side.format(ops, sql.Literal("room")),
                                         side.format(ops, sql.Literal("chat")), params)
-    # analysed, like the differing rooms, for the joins to plan on the true row counts
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_scope_keys (room_id bigint NOT NULL, user_id bigint) "
-                 "ON COMMIT DROP")
-    conn.execute("TRUNCATE pg_temp.chatsync_scope_keys")
+    # into the caller's empty pg_temp.chatsync_scope_keys; analysed, like the differing rooms,
+    # for the joins to plan on the true row counts
     conn.execute(sql_file(settings, "fingerprints_scope_keys", ops=ops), params)
     conn.execute("ANALYZE pg_temp.chatsync_scope_keys")
     keys, findings, unexplained = conn.execute(sql_file(
