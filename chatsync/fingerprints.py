@@ -196,7 +196,7 @@ def fold(conn, settings: Settings, es: EntitySQL) -> int:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (FOLD_LOCK,))
     conn.execute(sql_file(settings, "fingerprints_fold", ops=sql.Identifier(settings.ops_schema)),
                  {"entity": es.entity.name})
-    return hold_changed_keys(conn, settings, es)
+    return _changed_key_count(conn, settings, es)
 
 
 def hold_changed_keys(conn, settings: Settings, es: EntitySQL) -> int:
@@ -204,6 +204,10 @@ def hold_changed_keys(conn, settings: Settings, es: EntitySQL) -> int:
     removes are not added to meanwhile; returns how many keys changed since the last detect (as
     folded so far)."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (FOLD_LOCK,))
+    return _changed_key_count(conn, settings, es)
+
+
+def _changed_key_count(conn, settings: Settings, es: EntitySQL) -> int:
     return conn.execute(J("SELECT count(*) FROM {}.fingerprint_changed_keys WHERE entity = %s").format(
         sql.Identifier(settings.ops_schema)), (es.entity.name,)).fetchone()[0]
 
