@@ -258,3 +258,26 @@ def test_folding_between_runs_leaves_the_detect_only_the_diff(db, clean_db, capl
     assert db.execute("SELECT count(*) FROM chatsync.fingerprint_changed_keys").fetchone()[0] == 0
     fingerprints.uninstall(settings)
     assert fingerprints.fold_pending(settings) == {}  # nothing maintained, nothing folded
+
+
+def test_each_bench_detect_repetition_meets_the_changed_keys_the_first_met(db, clean_db, caplog):
+    """The bench times a detect from maintained fingerprints several times: each repetition must
+    diff the same waiting keys (put back after the one before removed them), not row-diff rooms."""
+    import re
+
+    from chatsync import bench, fingerprints
+
+    report = simulate(clean_db, rooms=60, members=20, drift=0.03, seed=48, maintain_fingerprints=True)
+    settings = replace(clean_db, fingerprint_max_changed_fraction=1.0)
+    waiting = fingerprints.fold_pending(settings)["participant"]
+    caplog.set_level(logging.INFO, logger="chatsync.diff")
+    out = bench._step_detect(settings, repeat=3)
+    lines = [r.getMessage() for r in caplog.records if "from maintained fingerprints" in r.getMessage()]
+    assert len(lines) == 3
+    assert [int(re.search(r"(\d+) keys diffed", line).group(1)) for line in lines] == [waiting] * 3, lines
+    assert all(" 0 rooms row-diffed" in line for line in lines), lines
+    assert out["counts"] == report.injected
+    # only the last repetition's run and findings stay, for the repair step
+    assert db.execute("SELECT array_agg(DISTINCT run_id) FROM chatsync.inconsistencies").fetchone()[0] == [out["run_id"]]
+    assert db.execute("SELECT count(*) FROM chatsync.runs").fetchone()[0] == 1
+    assert db.execute("SELECT count(*) FROM chatsync.fingerprint_changed_keys").fetchone()[0] == 0
