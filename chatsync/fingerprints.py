@@ -252,9 +252,9 @@ class KeyedDiff:
 
 def diff_keys(conn, settings: Settings, es: EntitySQL, run_id: int, room_range: tuple[int, int]) -> KeyedDiff:
     """In conn's transaction (with an empty pg_temp.chatsync_scope_keys), for the rooms of
-    room_range: compare the fingerprints (fingerprints_differing_rooms.sql), store the findings of the differing rooms' scope keys
-    (fingerprints_scope_keys.sql) and prove the rest of those rooms in the same read
-    (detect_changed_keys.sql). The fold, these statements and a row diff after them may each
+    room_range: compare the fingerprints (fingerprints_differing_rooms.sql), store the findings
+    of the differing rooms' scope keys (fingerprints_scope_keys.sql) and prove the rest of those
+    rooms in the same read (detect_changed_keys.sql). The fold, these statements and a row diff after them may each
     read a newer snapshot (READ COMMITTED): a key written in between either makes the proof
     fail for its room (a row diff, never a miss) or waits in the log for the next run."""
     ops = sql.Identifier(settings.ops_schema)
