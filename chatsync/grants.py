@@ -18,7 +18,7 @@ from chatsync.mapping import load_mapping
 J = sql.SQL
 
 
-def statements(settings: Settings, role: str, database: str) -> list[sql.Composed]:
+def statements(settings: Settings, role: str, database: str, server_version: int) -> list[sql.Composed]:
     m = load_mapping(settings.mapping_path)
     who, ops = sql.Identifier(role), sql.Identifier(settings.ops_schema)
     room = [m[k] for k in ("room_rooms", "room_participants")]
@@ -30,6 +30,8 @@ def statements(settings: Settings, role: str, database: str) -> list[sql.Compose
         out.append(J("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), who))
     out += [J("GRANT SELECT ON {} TO {}").format(t.ident, who) for t in room]
     out += [J("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(t.ident, who) for t in chat]
+    if server_version >= 150000:  # the repair compresses its full-page images (repair_wal_compression)
+        out.append(J("GRANT SET ON PARAMETER wal_compression TO {}").format(who))
     return out
 
 
@@ -39,7 +41,7 @@ def apply(settings: Settings, role: str) -> list[str]:
     with connection(settings) as conn, conn.transaction():
         database = conn.execute("SELECT current_database()").fetchone()[0]
         done = []
-        for stmt in statements(settings, role, database):
+        for stmt in statements(settings, role, database, conn.info.server_version):
             conn.execute(stmt)
             done.append(stmt.as_string(conn))
         owned = conn.execute(  # identity sequences are left out: they follow their table
@@ -61,4 +63,5 @@ def as_text(settings: Settings, role: str) -> str:
     """The statements as SQL text for the configured database (to read, or to pipe to psql)."""
     with connection(settings) as conn:
         database = conn.execute("SELECT current_database()").fetchone()[0]
-        return "".join(s.as_string(conn) + ";\n" for s in statements(settings, role, database))
+        return "".join(s.as_string(conn) + ";\n"
+                       for s in statements(settings, role, database, conn.info.server_version))

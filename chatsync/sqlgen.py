@@ -135,10 +135,12 @@ class EntitySQL:
         return J("ARRAY[{}]::text[]").format(J(", ").join(items))
 
     def chat_digest(self, c: str = "c") -> sql.Composable:
-        """md5 of the compared chat columns and updated_at: any chat write between detect and
-        repair changes it (even one that rewrites the value detection saw)."""
+        """A 64-bit hash of the compared chat columns and updated_at: any chat write between
+        detect and repair changes it (even one that rewrites the value detection saw). It hashes
+        the stored values, not their text, so a session's TimeZone or DateStyle cannot change it
+        (and repair pays no text formatting per row)."""
         cols = J(", ").join([self.cc(f.chat, c) for f in self.entity.fields] + [self.cc("updated_at", c)])
-        return J("md5(ROW({})::text)").format(cols)
+        return J("hash_record_extended(ROW({}), 0)::text").format(cols)
 
     def row_hash(self, side: str) -> sql.Composable:
         """A chained 64-bit hash of a row's user key and compared values, equal for a room row

@@ -22,6 +22,8 @@ def test_bad_settings_name_the_variable():
         Settings.from_sources({"CHATSYNC_REPAIR_MAX_FRACTION": "x"})
     with pytest.raises(ConfigError, match="CHATSYNC_REPAIR_MAX_CHANGES=0: must be a positive"):
         Settings.from_sources({"CHATSYNC_REPAIR_MAX_CHANGES": "0"})
+    with pytest.raises(ConfigError, match="CHATSYNC_REPAIR_WAL_COMPRESSION='gzip': must be one of default, "):
+        Settings.from_sources({"CHATSYNC_REPAIR_WAL_COMPRESSION": "gzip"})
     with pytest.raises(ConfigError, match="no database configured"):
         Settings().require_database()
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from chatsync.diff import Scope, decide, detect
 from chatsync.engine import check
@@ -287,3 +289,67 @@ def test_time_to_resolution_spans_runs(db, clean_db, lenient):
     per_key = db.execute("SELECT count(*) FROM chatsync.resolution_times WHERE resolved_by_run = %s",
                          (second.run_id,)).fetchone()[0]
     assert per_key == sum(SMALL_COUNTS.values())
+
+
+def test_repair_recognises_rows_whatever_the_sessions_time_zone(db, clean_db, monkeypatch):
+    """The digest detect stores hashes values, not their text: a repair connecting with another
+    TimeZone (PGTZ) than detect's still finds every row as detection saw it."""
+    db.execute(SMALL_CASE)
+    monkeypatch.setenv("PGTZ", "UTC")
+    found = detect(clean_db)
+    monkeypatch.setenv("PGTZ", "Pacific/Chatham")  # +12:45 or +13:45: every timestamptz reads differently
+    fixed = repair(clean_db, found.run_id)
+    assert fixed.by_action == {"insert": 3, "update": 3, "delete": 3} and fixed.skipped == 0
+    assert sides_equal(db) == {"rooms": 0, "participants": 0}
+
+
+def _repair_wal_bytes(db, settings, seed: int) -> tuple[int, int]:
+    """WAL written by the repair of freshly simulated drift, from a checkpoint (full-page images)."""
+    from chatsync.simulate import simulate
+
+    simulate(settings, rooms=400, members=100, drift=0.03, seed=seed)
+    found = detect(settings)
+    db.execute("CHECKPOINT")
+    before = db.execute("SELECT wal_bytes FROM pg_stat_wal").fetchone()[0]
+    fixed = repair(settings, found.run_id)
+    return int(db.execute("SELECT wal_bytes FROM pg_stat_wal").fetchone()[0] - before), fixed.repaired
+
+
+def test_repair_compresses_its_wal_when_the_role_may(db, clean_db):
+    from dataclasses import replace
+
+    from chatsync.repair import wal_compression
+
+    assert wal_compression(db, clean_db) == "lz4"  # the default, and the tests' role is a superuser
+    assert wal_compression(db, replace(clean_db, repair_wal_compression="default")) is None
+    role = f"chatsync_nopriv_{os.getpid()}"
+    db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        with psycopg.connect(clean_db.database_url, user=role) as plain:
+            assert wal_compression(plain, clean_db) is None  # may not SET it: the server's stays
+    finally:
+        db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    plain_wal, plain_rows = _repair_wal_bytes(db, replace(clean_db, repair_wal_compression="default"), seed=5)
+    lz4_wal, lz4_rows = _repair_wal_bytes(db, clean_db, seed=5)
+    assert lz4_rows == plain_rows > 300
+    assert lz4_wal < 0.85 * plain_wal, (lz4_wal, plain_wal)
+
+
+def test_repair_batches_are_even_and_a_multiple_of_the_workers(db, clean_db, with_settings):
+    """No worker runs a last batch alone: the ranges come in a multiple of the workers, of even
+    size (to within a room: a room is never split), none holding more than repair_batch_rows."""
+    from chatsync.repair import _batches
+    from chatsync.simulate import simulate
+
+    simulate(clean_db, rooms=120, members=20, drift=0.05, seed=8)
+    found = detect(clean_db)
+    per_room = dict(db.execute("SELECT room_id, count(*) FROM chatsync.inconsistencies WHERE run_id = %s "
+                               "GROUP BY room_id", (found.run_id,)).fetchall())
+    total, biggest = sum(per_room.values()), max(per_room.values())
+    for workers, most in ((2, total // 3), (3, total // 2), (2, total), (4, total)):
+        settings = with_settings(workers=workers, repair_batch_rows=most, repair_parallel_min_rows=1)
+        ranges = _batches(db, settings, found.run_id)
+        sizes = [sum(n for room, n in per_room.items() if lo <= room < hi) for lo, hi in ranges]
+        count = workers * -(-total // (workers * most))
+        assert len(ranges) == count and sum(sizes) == total, (workers, most, sizes)
+        assert max(sizes) <= most and max(sizes) - min(sizes) <= biggest, (workers, most, sizes)

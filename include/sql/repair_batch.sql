@@ -1,7 +1,8 @@
 -- Repair one entity for the rooms of one batch, in one statement (one read of the findings):
 -- insert the missing chat rows, update the mismatched ones, delete the orphans, write an audit row
--- with the before/after image of each, mark the findings of the changed keys repaired (with any
--- earlier unresolved finding of the same key) and the batch's other findings skipped.
+-- with the before/after image of each, and mark the findings of the changed keys repaired (with
+-- any earlier unresolved finding of the same key). It returns how many of the batch's findings it
+-- read and marked: the rest, usually none, are marked skipped by repair_mark_skipped.sql.
 -- Every change re-checks itself, so a concurrent application write is never overwritten:
 --  * insert: the room row must still exist; a chat row that appeared meanwhile is left alone;
 --  * update: the row must still hold what detection saw (digest, updated_at included) and still
@@ -61,16 +62,9 @@ repaired AS (
     FROM (SELECT DISTINCT room_id, user_id FROM audited) AS d
     WHERE i.resolved_at IS NULL AND i.kind = ANY(%(kinds)s)
       AND i.room_id = d.room_id AND {finding_user_eq_d}
-    RETURNING i.id
-),
-skipped AS (
-    UPDATE {ops}.inconsistencies
-    SET status = 'skipped'
-    WHERE run_id = %(run_id)s AND status = 'open' AND kind = ANY(%(kinds)s)
-      AND room_id >= %(room_lo)s AND room_id < %(room_hi)s
-      AND id NOT IN (SELECT id FROM repaired)
-    RETURNING 1
+    RETURNING i.run_id
 )
 SELECT count(*) FILTER (WHERE action = 'insert'), count(*) FILTER (WHERE action = 'update'),
-       count(*) FILTER (WHERE action = 'delete'), (SELECT count(*) FROM skipped)
+       count(*) FILTER (WHERE action = 'delete'), (SELECT count(*) FROM todo),
+       (SELECT count(*) FROM repaired WHERE run_id = %(run_id)s)
 FROM audited
