@@ -78,3 +78,17 @@ def test_events_bench_runs_every_phase_and_cleans_up(redis_settings):
     client = redis.Redis.from_url(redis_settings.redis_url)
     assert not list(client.scan_iter(match=result["scratch_database"] + ":*"))
     client.close()
+
+
+def test_a_step_childs_peak_memory_is_its_own_not_its_parents(settings):
+    """ru_maxrss survives fork and exec: a step child started by a big process reported that
+    process's RSS. The child's peak is its own (VmHWM), whatever the parent holds."""
+    from chatsync.bench import _rss_mb, _run_child
+
+    ballast = bytearray(400 * 1024 * 1024)  # this process: 400 MB more, every page touched
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    assert _rss_mb() > 400
+    floor = _run_child("floor", settings.database_url)
+    assert 0 < floor["peak_rss_mb"] < 200, floor  # a Python with psycopg: ~40 MB
+    del ballast
