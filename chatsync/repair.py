@@ -100,8 +100,8 @@ def wal_compression(conn, settings: Settings) -> str | None:
         "SELECT {}, %s = ANY(enumvals) FROM pg_settings WHERE name = 'wal_compression'").format(J(may_set)),
         (wanted,)).fetchone()
     if not built:
-        log.warning("repair: this server has no %s WAL compression (CHATSYNC_REPAIR_WAL_COMPRESSION): "
-                    "the server's setting stays", wanted)
+        log.info("repair: this server was built without %s WAL compression (CHATSYNC_REPAIR_WAL_COMPRESSION): "
+                 "the server's setting stays", wanted)
     elif not allowed:
         log.info("repair: role %s may not set wal_compression (superuser or GRANT SET ON PARAMETER "
                  "wal_compression): the server's setting stays", conn.info.user)
