@@ -310,9 +310,10 @@ def _repair_wal_bytes(db, settings, seed: int) -> tuple[int, int]:
     simulate(settings, rooms=400, members=100, drift=0.03, seed=seed)
     found = detect(settings)
     db.execute("CHECKPOINT")
-    before = db.execute("SELECT wal_bytes FROM pg_stat_wal").fetchone()[0]
+    before = db.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
     fixed = repair(settings, found.run_id)
-    return int(db.execute("SELECT wal_bytes FROM pg_stat_wal").fetchone()[0] - before), fixed.repaired
+    written = db.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", (before,)).fetchone()[0]
+    return int(written), fixed.repaired
 
 
 def test_repair_compresses_its_wal_when_the_role_may(db, clean_db):
