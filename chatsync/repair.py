@@ -187,7 +187,9 @@ def repair(settings: Settings, run_id: int) -> RepairResult:
             "FROM {ops}.repair_audit WHERE run_id = %(r)s").format(ops=sql.Identifier(ops)),
             {"r": run_id}).fetchone()
         # totals over the whole run, so a resumed repair reports what the run did in all
-        runs.update(conn, ops, run_id, status="repaired", repaired=totals[0], skipped=totals[1])
+        # with no finding skipped, every finding of the run is resolved: it is settled
+        runs.update(conn, ops, run_id, status="repaired", repaired=totals[0], skipped=totals[1],
+                    settled_at=None if totals[1] else datetime.now().astimezone())
         runs.add_step_duration(conn, ops, run_id, "repair", result.seconds)
     log.info("run %s: repaired %d rows (%s), %d findings skipped, %d batches on %d connections, in %.3fs",
              run_id, result.repaired, result.by_action, result.skipped, result.batches, workers, result.seconds)

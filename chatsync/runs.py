@@ -10,7 +10,7 @@ from psycopg.types.json import Jsonb
 
 _JSON_FIELDS = {"scope_params", "counts", "validation", "step_durations"}
 _FIELDS = {"scope", "status", "detect_started_at", "finished_at", "counts", "rows_to_change", "total_rows",
-           "repaired", "skipped", "validation", "step_durations", "error"}
+           "repaired", "skipped", "validation", "step_durations", "error", "settled_at"}
 
 
 def create(conn, ops: str, *, scope: str, params: dict, triggered_by: str, kind: str = "check") -> int:
@@ -44,6 +44,15 @@ def get(conn, ops: str, run_id: int) -> dict | None:
     if row is None:
         return None
     return dict(zip([d.name for d in cur.description], row))
+
+
+def settle_others(conn, settings, run_id: int) -> int:
+    """Mark settled the finished runs other than run_id that no unresolved finding is left in
+    (include/sql/runs_settle.sql); returns how many."""
+    from chatsync.db import sql_file
+
+    return conn.execute(sql_file(settings, "runs_settle", ops=sql.Identifier(settings.ops_schema)),
+                        {"run_id": run_id}).rowcount
 
 
 def incremental_watermark(conn, ops: str):

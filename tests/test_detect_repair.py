@@ -354,3 +354,39 @@ def test_repair_batches_are_even_and_a_multiple_of_the_workers(db, clean_db, wit
         count = workers * -(-total // (workers * most))
         assert len(ranges) == count and sum(sizes) == total, (workers, most, sizes)
         assert max(sizes) <= most and max(sizes) - min(sizes) <= biggest, (workers, most, sizes)
+
+
+def test_a_run_is_settled_once_none_of_its_findings_is_unresolved(db, clean_db):
+    """Whatever looks for unresolved findings reads only unsettled runs (not the whole history):
+    a run settles when its repair resolves everything, when a later run closes the last of its
+    findings, or at once when it found nothing; until then its findings are still seen."""
+    def settled(run_id: int) -> bool:
+        return db.execute("SELECT settled_at IS NOT NULL FROM chatsync.runs WHERE run_id = %s",
+                          (run_id,)).fetchone()[0]
+
+    db.execute(SMALL_CASE)
+    first = detect(clean_db)
+    assert not settled(first.run_id)
+    db.execute("UPDATE chat.chat_participants SET permissions = 5 WHERE room_id = 1 AND user_id = 14")
+    repair(clean_db, first.run_id)  # (1,14) no longer differs: its finding is skipped, so unresolved
+    assert not settled(first.run_id)
+    from datetime import datetime, timedelta, timezone
+
+    from chatsync.health import figures
+
+    def open_now() -> dict:
+        now = datetime.now(timezone.utc)
+        found = figures(clean_db, now - timedelta(minutes=5), now, with_backlog=False)["open_inconsistencies"]
+        return {kind: n for kind, n in found.items() if n}
+
+    assert open_now() == {"permissions_mismatch": 1}  # health still sees it
+    second = detect(clean_db)  # finds nothing, closes (1,14)'s finding as vanished
+    assert second.total == 0 and settled(second.run_id) and settled(first.run_id)
+    assert db.execute("SELECT status FROM chatsync.inconsistencies WHERE run_id = %s AND room_id = 1 "
+                      "AND user_id = 14", (first.run_id,)).fetchone()[0] == "resolved"
+    assert open_now() == {}
+    db.execute("UPDATE chat.chat_participants SET role = 'GUEST' WHERE room_id = 1 AND user_id = 10")
+    third = detect(clean_db)
+    assert not settled(third.run_id)
+    repair(clean_db, third.run_id)
+    assert settled(third.run_id)

@@ -10,7 +10,8 @@ SELECT room_id, user_id FROM (
       AND k.room_id IN (SELECT room_id FROM pg_temp.chatsync_differing_rooms)
     UNION ALL
     SELECT DISTINCT i.room_id, i.user_id FROM {ops}.inconsistencies AS i
-    WHERE i.resolved_at IS NULL AND i.kind = ANY(%(kinds)s)
+    WHERE i.run_id = ANY(ARRAY(SELECT run_id FROM {ops}.runs WHERE settled_at IS NULL))
+      AND i.resolved_at IS NULL AND i.kind = ANY(%(kinds)s)
       AND i.room_id >= %(room_lo)s AND i.room_id < %(room_hi)s
       AND i.room_id IN (SELECT room_id FROM pg_temp.chatsync_differing_rooms)
       AND NOT EXISTS (SELECT 1 FROM {ops}.fingerprint_changed_keys AS k

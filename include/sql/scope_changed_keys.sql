@@ -6,4 +6,5 @@ UNION
 SELECT {chat_key} FROM {chat} AS c WHERE {chat_updated} >= %(since)s
 UNION
 SELECT room_id, user_id FROM {ops}.inconsistencies
-WHERE resolved_at IS NULL AND kind = ANY(%(kinds)s)
+WHERE run_id = ANY(ARRAY(SELECT run_id FROM {ops}.runs WHERE settled_at IS NULL))
+  AND resolved_at IS NULL AND kind = ANY(%(kinds)s)
