@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import resource
 import statistics
@@ -59,6 +60,7 @@ TARGETS = {  # the goals the benchmark checks (issue 3 at 1M, issue 8 at 10M)
 }
 STEP_TIMEOUT_SECONDS = 3600
 WORK_MB_RESOLUTION = 1.0
+HISTORY_FINDINGS_PER_RUN = 10_000  # --history: earlier runs of this many resolved findings each
 
 
 def _rss_mb() -> float:
@@ -407,7 +409,8 @@ def _drop_database(url: str, name: str) -> None:
 
 def run_bench(settings: Settings, participants: int, drift: float, seed: int = 42,
               skip_pandas: bool = False, repeat: int = 3, keep: bool = False, drift_rooms: float = 1.0,
-              members: int = MEMBERS_PER_ROOM, maintained_fingerprints: bool = False) -> dict:
+              members: int = MEMBERS_PER_ROOM, maintained_fingerprints: bool = False, history: int = 0) -> dict:
+    from chatsync.db import sql_file
     from chatsync.migrations import migrate
     from chatsync.simulate import simulate
 
@@ -422,6 +425,11 @@ def run_bench(settings: Settings, participants: int, drift: float, seed: int = 4
         report = simulate(bench, rooms=rooms, members=members, drift=drift, seed=seed,
                           drift_rooms=drift_rooms, maintain_fingerprints=maintained_fingerprints)
         with psycopg.connect(url, autocommit=True) as conn:
+            if history:  # earlier runs' resolved findings, as retention keeps them
+                runs_of_history = math.ceil(history / HISTORY_FINDINGS_PER_RUN)
+                conn.execute(sql_file(bench, "bench_findings_history", ops=sql.Identifier(bench.ops_schema)),
+                             {"runs": runs_of_history, "per_run": math.ceil(history / runs_of_history),
+                              "rooms": rooms})
             conn.execute("VACUUM ANALYZE")  # visibility map and statistics as in a settled database
             server = conn.execute("SHOW server_version").fetchone()[0]
         _run_child("floor", url, repeat=1)  # warm the cache once, untimed
@@ -449,7 +457,7 @@ def run_bench(settings: Settings, participants: int, drift: float, seed: int = 4
             _drop_database(server_url, name)
     out = {
         "participants": report.participants, "rooms": report.rooms, "drift": drift, "drift_rooms": drift_rooms,
-        "maintained_fingerprints": maintained_fingerprints,
+        "maintained_fingerprints": maintained_fingerprints, "history_findings": history,
         "seed": seed,
         "scratch_database": name, "kept": keep,
         "injected": report.injected, "postgres": server, "repeat": repeat,

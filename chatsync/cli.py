@@ -31,6 +31,16 @@ def _room_ids(text: str) -> tuple[int, ...]:
     return ids
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected zero or more, got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -198,7 +208,8 @@ def cmd_bench(args) -> tuple[int, dict]:
                                          events=args.events, rate=args.rate, seed=args.seed)
     return EXIT_OK, run_bench(settings_for_cli(), participants=args.participants, drift=args.drift,
                               seed=args.seed, skip_pandas=args.skip_pandas, repeat=args.repeat, members=args.members,
-                              drift_rooms=args.drift_rooms, maintained_fingerprints=args.fingerprints)
+                              drift_rooms=args.drift_rooms, maintained_fingerprints=args.fingerprints,
+                              history=args.history)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fingerprints", action="store_true",
                    help="detect from fingerprints maintained by triggers (installed before the drift)")
     p.add_argument("--repeat", type=_positive_int, default=3, help="runs of each read step (median kept)")
+    p.add_argument("--history", type=_non_negative_int, default=0,
+                   help="resolved findings of earlier runs in the findings table first (as retention keeps them)")
     p.add_argument("--suite", choices=("consistency", "events"), default="consistency",
                    help="consistency: detect/repair (default); events: worker delay, drain, cache resync")
     p.add_argument("--events", type=_positive_int, default=100_000, help="events suite: events per phase")

@@ -92,3 +92,16 @@ def test_a_step_childs_peak_memory_is_its_own_not_its_parents(settings):
     floor = _run_child("floor", settings.database_url)
     assert 0 < floor["peak_rss_mb"] < 200, floor  # a Python with psycopg: ~40 MB
     del ballast
+
+
+def test_bench_with_findings_history_detects_and_repairs_the_same(settings):
+    """--history puts earlier runs' resolved findings in the table first (what retention keeps):
+    the run finds and repairs exactly the injected drift, none of the history."""
+    code, out, err = run(settings, "bench", "--participants", "3000", "--drift", "0.02", "--repeat", "1",
+                         "--skip-pandas", "--history", "25000", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    steps = result["steps"]
+    assert result["history_findings"] == 25000
+    assert steps["detect"]["counts"] == result["injected"]
+    assert steps["bare_repair"]["rows"] == steps["repair"]["rows"] == steps["detect"]["rows_to_change"]
