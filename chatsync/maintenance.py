@@ -246,8 +246,10 @@ def _retention_rules(settings: Settings) -> list[tuple[str, int, sql.Composable]
          J("a.resolved_at IS NOT NULL AND a.resolved_at < %(cutoff)s")),
         # the audit outlives the rollback window, and any key an open inconsistency still names
         ("repair_audit", settings.rollback_window_days, J(
-            "a.changed_at < %(cutoff)s AND NOT EXISTS (SELECT 1 FROM {}.inconsistencies AS o WHERE "
-            "o.resolved_at IS NULL AND o.room_id = a.room_id AND o.user_id IS NOT DISTINCT FROM a.user_id)").format(ops)),
+            "a.changed_at < %(cutoff)s AND NOT EXISTS (SELECT 1 FROM {ops}.inconsistencies AS o WHERE "
+            "o.run_id = ANY(ARRAY(SELECT run_id FROM {ops}.runs WHERE settled_at IS NULL)) "
+            "AND o.resolved_at IS NULL AND o.room_id = a.room_id AND o.user_id IS NOT DISTINCT FROM a.user_id)"
+        ).format(ops=ops)),
     ]
 
 
