@@ -390,3 +390,28 @@ def test_a_run_is_settled_once_none_of_its_findings_is_unresolved(db, clean_db):
     assert not settled(third.run_id)
     repair(clean_db, third.run_id)
     assert settled(third.run_id)
+
+
+def test_upgrading_to_settled_runs_settles_exactly_the_runs_with_nothing_open(db, clean_db):
+    """Migration 015 on a database with history: runs whose findings are all resolved (or that
+    found none) settle; a run with an open finding, or still detecting, does not."""
+    from pathlib import Path
+
+    def run(status: str) -> int:
+        return db.execute("INSERT INTO chatsync.runs (scope, status) VALUES ('full', %s) RETURNING run_id",
+                          (status,)).fetchone()[0]
+
+    def finding(run_id: int, resolved: bool) -> None:
+        db.execute("INSERT INTO chatsync.inconsistencies (run_id, kind, room_id, user_id, status, resolved_at) "
+                   "VALUES (%s, 'role_mismatch', 1, %s, %s, %s)",
+                   (run_id, run_id, "repaired" if resolved else "skipped", "now" if resolved else None))
+
+    repaired, skipped_one, empty, detecting = run("validated"), run("repaired"), run("consistent"), run("running")
+    finding(repaired, True)
+    finding(skipped_one, True)
+    finding(skipped_one, False)
+    db.execute("UPDATE chatsync.runs SET settled_at = NULL")
+    migration = Path(clean_db.sql_dir, "migrations", "015_runs_settled.sql").read_text()
+    db.execute(sql.SQL(migration).format(ops=sql.Identifier("chatsync")))  # what `chatsync init` runs
+    settled = dict(db.execute("SELECT run_id, settled_at IS NOT NULL FROM chatsync.runs").fetchall())
+    assert settled == {repaired: True, skipped_one: False, empty: True, detecting: False}
