@@ -36,7 +36,8 @@ def rollback_plan(settings: Settings, version: str, since: datetime) -> list[str
         runs = conn.execute(sql_file(settings, "deploy_repairs_since", ops=sql.Identifier(settings.ops_schema)),
                             {"since": since}).fetchall()
     plan = [f"code: redeploy the version before {version} (docker compose: set the previous image tag, "
-            "`docker compose up -d`); migrations only add tables, so the schema needs no downgrade"]
+            "`docker compose up -d`); migrations never take away what the previous version reads (they "
+            "add tables and columns, drop only indexes and constraints), so the schema needs no downgrade"]
     plan += [f"data: `chatsync rollback {run_id}` (run by {by}, {n} rows)" for run_id, by, n in runs]
     return plan
 
