@@ -316,11 +316,10 @@ def finish(settings: Settings, plan: DetectPlan, *, seconds: float | None = None
             seconds = conn.execute("SELECT extract(epoch FROM clock_timestamp() - %s)::float8",
                                    (plan.detect_started_at,)).fetchone()[0]
         runs.update(conn, ops, run_id, status="detected", error=None, counts=counts,
-                    rows_to_change=rows_to_change, total_rows=total_rows,
-                    settled_at=None if sum(counts.values()) else datetime.now().astimezone())
+                    rows_to_change=rows_to_change, total_rows=total_rows)
         runs.add_step_duration(conn, ops, run_id, "detect", seconds)
-        # the runs whose last unresolved findings this one closed as vanished are settled now
-        runs.settle_others(conn, settings, run_id)
+        # this run if it found nothing, and those whose last open findings it closed as vanished
+        runs.settle(conn, settings)
     result = DetectResult(run_id, plan.scope.kind, counts, rows_to_change, total_rows, seconds, plan.since,
                           durations or {})
     log.info("run %s: detect (%s) found %d findings on %d rows in %.3fs: %s", run_id, plan.scope.kind,

@@ -46,13 +46,12 @@ def get(conn, ops: str, run_id: int) -> dict | None:
     return dict(zip([d.name for d in cur.description], row))
 
 
-def settle_others(conn, settings, run_id: int) -> int:
-    """Mark settled the finished runs other than run_id that no unresolved finding is left in
+def settle(conn, settings) -> int:
+    """Mark settled the finished runs that no unresolved finding is left in
     (include/sql/runs_settle.sql); returns how many."""
     from chatsync.db import sql_file
 
-    return conn.execute(sql_file(settings, "runs_settle", ops=sql.Identifier(settings.ops_schema)),
-                        {"run_id": run_id}).rowcount
+    return conn.execute(sql_file(settings, "runs_settle", ops=sql.Identifier(settings.ops_schema))).rowcount
 
 
 def incremental_watermark(conn, ops: str):
