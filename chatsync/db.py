@@ -125,4 +125,14 @@ def sql_file(settings: Settings, name: str, **parts: sql.Composable) -> sql.Comp
     Values are never formatted in: they stay %(name)s placeholders bound at execute time.
     """
     text = _read_sql(settings.sql_dir, name)
+    if "{unsettled_runs}" in text and "unsettled_runs" not in parts:
+        parts["unsettled_runs"] = unsettled_runs(settings)
     return sql.SQL(text).format(**parts)
+
+
+def unsettled_runs(settings: Settings) -> sql.Composed:
+    """The runs that may still hold unresolved findings, as an array expression
+    (include/sql/unsettled_runs.sql, its comment left out of the statements that use it)."""
+    text = "\n".join(line for line in _read_sql(settings.sql_dir, "unsettled_runs").splitlines()
+                     if not line.lstrip().startswith("--"))
+    return sql.SQL(text.strip()).format(ops=ops_ident(settings))

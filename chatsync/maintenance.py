@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from chatsync import alerts, metrics
 from chatsync.config import Settings
-from chatsync.db import connection, ops_ident, sql_file
+from chatsync.db import connection, ops_ident, sql_file, unsettled_runs
 from chatsync.diff import Scope, detect
 from chatsync.repair import repair
 
@@ -247,9 +247,9 @@ def _retention_rules(settings: Settings) -> list[tuple[str, int, sql.Composable]
         # the audit outlives the rollback window, and any key an open inconsistency still names
         ("repair_audit", settings.rollback_window_days, J(
             "a.changed_at < %(cutoff)s AND NOT EXISTS (SELECT 1 FROM {ops}.inconsistencies AS o WHERE "
-            "o.run_id = ANY(ARRAY(SELECT run_id FROM {ops}.runs WHERE settled_at IS NULL)) "
+            "o.run_id = ANY({unsettled}) "
             "AND o.resolved_at IS NULL AND o.room_id = a.room_id AND o.user_id IS NOT DISTINCT FROM a.user_id)"
-        ).format(ops=ops)),
+        ).format(ops=ops, unsettled=unsettled_runs(settings))),
     ]
 
 

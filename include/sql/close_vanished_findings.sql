@@ -2,7 +2,7 @@
 -- by something else (the application, an event, an operator): close them.
 UPDATE {ops}.inconsistencies AS o
 SET status = 'resolved', resolved_at = clock_timestamp(), resolved_by_run = %(run_id)s
-WHERE o.run_id = ANY(ARRAY(SELECT run_id FROM {ops}.runs WHERE settled_at IS NULL))  -- through the (run, key) index
+WHERE o.run_id = ANY({unsettled_runs})  -- through the (run, key) index
   AND o.resolved_at IS NULL
   AND o.run_id <> %(run_id)s
   AND o.kind = ANY(%(kinds)s)

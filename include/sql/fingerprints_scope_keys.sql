@@ -10,7 +10,7 @@ SELECT room_id, user_id FROM (
       AND k.room_id IN (SELECT room_id FROM pg_temp.chatsync_differing_rooms)
     UNION ALL
     SELECT DISTINCT i.room_id, i.user_id FROM {ops}.inconsistencies AS i
-    WHERE i.run_id = ANY(ARRAY(SELECT run_id FROM {ops}.runs WHERE settled_at IS NULL))
+    WHERE i.run_id = ANY({unsettled_runs})
       AND i.resolved_at IS NULL AND i.kind = ANY(%(kinds)s)
       AND i.room_id >= %(room_lo)s AND i.room_id < %(room_hi)s
       AND i.room_id IN (SELECT room_id FROM pg_temp.chatsync_differing_rooms)

@@ -60,7 +60,7 @@ repaired AS (
     UPDATE {ops}.inconsistencies AS i
     SET status = 'repaired', resolved_at = clock_timestamp(), resolved_by_run = %(run_id)s
     FROM (SELECT DISTINCT room_id, user_id FROM audited) AS d
-    WHERE i.run_id = ANY(ARRAY(SELECT run_id FROM {ops}.runs WHERE settled_at IS NULL))  -- this run's and earlier open ones
+    WHERE i.run_id = ANY({unsettled_runs})  -- this run's and earlier open ones
       AND i.resolved_at IS NULL AND i.kind = ANY(%(kinds)s)
       AND i.room_id = d.room_id AND {finding_user_eq_d}
     RETURNING i.run_id

@@ -6,5 +6,5 @@ UNION
 SELECT {chat_key} FROM {chat} AS c WHERE {chat_updated} >= %(since)s
 UNION
 SELECT room_id, user_id FROM {ops}.inconsistencies
-WHERE run_id = ANY(ARRAY(SELECT run_id FROM {ops}.runs WHERE settled_at IS NULL))
+WHERE run_id = ANY({unsettled_runs})
   AND resolved_at IS NULL AND kind = ANY(%(kinds)s)
