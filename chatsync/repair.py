@@ -1,11 +1,13 @@
 """Repair: make the chat side equal to the room side for a run's findings, with a receipt.
 
 Each batch (a room-id range holding at most ``repair_batch_rows`` findings) is one transaction
-with one statement per entity (include/sql/repair_batch.sql): inserts, updates, deletes, an audit
-row with the before/after image of every changed row, and the findings marked. Batches run on
-parallel connections. Every change re-checks the difference itself, so a chat row changed by the
-application between detect and repair is skipped, never overwritten. Rollback restores a run's
-before-images, skipping rows changed since.
+with one statement per entity (include/sql/repair_batch.sql): the findings marked repaired as it
+reads them, inserts, updates, deletes, and an audit row with the before/after image of every
+changed row; findings of rows left alone are then marked skipped, and other unsettled runs'
+findings of the changed keys repaired, each by a statement of its own that runs only when needed.
+Batches run on parallel connections. Every change re-checks the difference itself, so a chat row
+changed by the application between detect and repair is skipped, never overwritten. Rollback
+restores a run's before-images, skipping rows changed since.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from psycopg import sql
 
 from chatsync import faults, runs
 from chatsync.config import Settings
-from chatsync.db import connection, sql_file, with_retry
+from chatsync.db import connection, sql_file, unsettled_runs, with_retry
 from chatsync.diff import entity_sql
 from chatsync.errors import ConfigError
 from chatsync.sqlgen import EntitySQL
@@ -76,16 +78,22 @@ def _batches(conn, settings: Settings, run_id: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def _statement(settings: Settings, es: EntitySQL) -> sql.Composed:
-    """The one statement that repairs this entity for a batch's rooms."""
-    e = es.entity
-    return sql_file(settings, "repair_batch", **es.common(settings.ops_schema),
-                    insert_columns=es.insert_columns(), insert_values=es.insert_values(),
-                    room_eq_todo=es.join_room_to("t"), chat_eq_todo=es.join_chat_to("t"),
-                    chat_eq_todo_o=es.join_chat_to("t", "o"), set_from_room=es.set_from_room(),
-                    room_eq_old=es.join_room_chat("r", "o"), digest_c=es.chat_digest("c"),
-                    still_differs=es.still_differs("r", "c"), room_eq_c=es.join_room_chat("r", "c"),
-                    chat_key_out=es.chat_key_cols("c", as_names=True), finding_user_eq_d=es.same_user("i", "d"))
+def _statements(settings: Settings, es: EntitySQL) -> dict[str, sql.Composed]:
+    """The statements that repair this entity for a batch's rooms: the one that changes the rows
+    and the two that mark findings when some row was left alone or another run is unsettled."""
+    common = es.common(settings.ops_schema)
+    return {
+        "batch": sql_file(settings, "repair_batch", **common,
+                          insert_columns=es.insert_columns(), insert_values=es.insert_values(),
+                          room_eq_todo=es.join_room_to("t"), chat_eq_todo=es.join_chat_to("t"),
+                          chat_eq_todo_o=es.join_chat_to("t", "o"), set_from_room=es.set_from_room(),
+                          room_eq_old=es.join_room_chat("r", "o"), digest_c=es.chat_digest("c"),
+                          still_differs=es.still_differs("r", "c"), room_eq_c=es.join_room_chat("r", "c"),
+                          chat_key_out=es.chat_key_cols("c", as_names=True)),
+        "mark_skipped": sql_file(settings, "repair_mark_skipped", **common),
+        "mark_earlier": sql_file(settings, "repair_mark_earlier", **common,
+                                 finding_user_eq_d=es.same_user("i", "d")),
+    }
 
 
 def wal_compression(conn, settings: Settings) -> str | None:
@@ -120,15 +128,19 @@ def _repair_batch(settings: Settings, statements: dict, run_id: int, lo: int, hi
         conn.execute("SET LOCAL random_page_cost = 1.1")
         if compression:  # the batch's first change of each page after a checkpoint writes all of it
             conn.execute("SELECT set_config('wal_compression', %s, true)", (compression,))
+        # runs other than this one with unresolved findings: usually none
+        other_runs = conn.execute(J("SELECT array_remove({}, %s)").format(unsettled_runs(settings)),
+                                  (run_id,)).fetchone()[0]
         for es in entity_sql(settings):  # no foreign key between the chat tables: any order
             e = es.entity
             params = {"run_id": run_id, "room_lo": lo, "room_hi": hi, "missing_kind": e.missing_kind,
                       "orphan_kind": e.orphan_kind, "mismatch_kinds": list(e.mismatch_kinds),
-                      "kinds": list(e.kinds)}
-            ins, upd, dele, read, marked = conn.execute(statements[e.name], params).fetchone()
-            if marked < read:  # rows changed since detection: rare, so not a pass of every batch
-                skipped += conn.execute(sql_file(settings, "repair_mark_skipped",
-                                                 ops=sql.Identifier(settings.ops_schema)), params).rowcount
+                      "kinds": list(e.kinds), "other_runs": other_runs}
+            ins, upd, dele, keys = conn.execute(statements[e.name]["batch"], params).fetchone()
+            if ins + upd + dele < keys:  # rows changed since detection: rare, so not a pass of every batch
+                skipped += conn.execute(statements[e.name]["mark_skipped"], params).rowcount
+            if other_runs and ins + upd + dele:
+                conn.execute(statements[e.name]["mark_earlier"], params)
             counts["insert"] += ins
             counts["update"] += upd
             counts["delete"] += dele
@@ -146,7 +158,7 @@ def repair(settings: Settings, run_id: int) -> RepairResult:
     ops = settings.ops_schema
     t0 = time.perf_counter()
     result = RepairResult(run_id)
-    statements = {es.entity.name: _statement(settings, es) for es in entity_sql(settings)}
+    statements = {es.entity.name: _statements(settings, es) for es in entity_sql(settings)}
     with connection(settings, autocommit=True) as conn:
         run = runs.get(conn, ops, run_id)
         if run is None:

@@ -129,6 +129,28 @@ def test_concurrent_write_between_detect_and_repair_is_not_overwritten(db, clean
                       "AND user_id = 14", (found.run_id,)).fetchone()[0] == "resolved"
 
 
+def test_a_resumed_repair_skips_only_the_rows_it_leaves_alone(db, clean_db):
+    """A batch marks its findings repaired as it reads them and marks skipped again those of the
+    rows it left alone. Resumed after a failed batch, its rooms may hold findings an earlier
+    attempt repaired: those stay repaired."""
+    db.execute(SMALL_CASE)
+    found = detect(clean_db)
+    repair(clean_db, found.run_id)
+    # as if (1,14)'s batch had failed and the application had written the row since
+    db.execute("UPDATE chatsync.inconsistencies SET status = 'open', resolved_at = NULL, resolved_by_run = NULL "
+               "WHERE run_id = %s AND room_id = 1 AND user_id = 14", (found.run_id,))
+    db.execute("DELETE FROM chatsync.repair_audit WHERE run_id = %s AND room_id = 1 AND user_id = 14", (found.run_id,))
+    db.execute("UPDATE chat.chat_participants SET permissions = 1, updated_at = now() WHERE room_id = 1 AND user_id = 14")
+    db.execute("UPDATE chatsync.runs SET status = 'repairing', settled_at = NULL WHERE run_id = %s", (found.run_id,))
+    resumed = repair(clean_db, found.run_id)
+    assert resumed.repaired == 0 and resumed.skipped == 1
+    statuses = db.execute("SELECT room_id, user_id, status, resolved_by_run FROM chatsync.inconsistencies "
+                          "WHERE run_id = %s ORDER BY 1, 2 NULLS FIRST, kind", (found.run_id,)).fetchall()
+    assert [(r, u) for r, u, status, _ in statuses if status != "repaired"] == [(1, 14)]
+    assert [by for *_, status, by in statuses if status == "repaired"] == [found.run_id] * (len(statuses) - 1)
+    assert db.execute("SELECT settled_at FROM chatsync.runs WHERE run_id = %s", (found.run_id,)).fetchone()[0] is None
+
+
 def test_write_committed_while_repair_waits_on_the_row_lock(db, clean_db):
     """A real concurrent transaction: it holds the row while the repair starts, then commits."""
     db.execute(SMALL_CASE)

@@ -1,8 +1,9 @@
--- Repair one entity for the rooms of one batch, in one statement (one read of the findings):
--- insert the missing chat rows, update the mismatched ones, delete the orphans, write an audit row
--- with the before/after image of each, and mark the findings of the changed keys repaired (with
--- any earlier unresolved finding of the same key). It returns how many of the batch's findings it
--- read and marked: the rest, usually none, are marked skipped by repair_mark_skipped.sql.
+-- Repair one entity for the rooms of one batch, in one statement (one pass over the findings):
+-- mark the batch's findings repaired as they are read, insert the missing chat rows, update the
+-- mismatched ones, delete the orphans, and write an audit row with the before/after image of
+-- each. It returns the changes by action and how many keys the findings name: when fewer rows
+-- changed than that (rows changed since detection, rare), repair_mark_skipped.sql marks the
+-- findings of the rows left alone skipped again, in the same transaction.
 -- Every change re-checks itself, so a concurrent application write is never overwritten:
 --  * insert: the room row must still exist; a chat row that appeared meanwhile is left alone;
 --  * update: the row must still hold what detection saw (digest, updated_at included) and still
@@ -11,11 +12,12 @@
 --    first, the re-check meets a new version with another xmin and the row is skipped (left for
 --    the next run). xmin, not ctid alone: a TID scan does not re-check its ctid condition;
 --  * delete: the row must still hold what detection saw and still have no room row.
-WITH todo AS MATERIALIZED (
-    SELECT kind, room_id, user_id, chat_digest
-    FROM {ops}.inconsistencies
+WITH todo AS (
+    UPDATE {ops}.inconsistencies
+    SET status = 'repaired', resolved_at = clock_timestamp(), resolved_by_run = %(run_id)s
     WHERE run_id = %(run_id)s AND status = 'open' AND kind = ANY(%(kinds)s)
       AND room_id >= %(room_lo)s AND room_id < %(room_hi)s
+    RETURNING kind, room_id, user_id, chat_digest
 ),
 inserted AS (
     INSERT INTO {chat} AS c ({insert_columns})
@@ -54,18 +56,9 @@ audited AS (
     SELECT %(run_id)s, {entity}, 'update', room_id, user_id, before, after FROM updated
     UNION ALL
     SELECT %(run_id)s, {entity}, 'delete', room_id, user_id, before, NULL FROM deleted
-    RETURNING action, room_id, user_id
-),
-repaired AS (
-    UPDATE {ops}.inconsistencies AS i
-    SET status = 'repaired', resolved_at = clock_timestamp(), resolved_by_run = %(run_id)s
-    FROM (SELECT DISTINCT room_id, user_id FROM audited) AS d
-    WHERE i.run_id = ANY({unsettled_runs})  -- this run's and earlier open ones
-      AND i.resolved_at IS NULL AND i.kind = ANY(%(kinds)s)
-      AND i.room_id = d.room_id AND {finding_user_eq_d}
-    RETURNING i.run_id
+    RETURNING action
 )
 SELECT count(*) FILTER (WHERE action = 'insert'), count(*) FILTER (WHERE action = 'update'),
-       count(*) FILTER (WHERE action = 'delete'), (SELECT count(*) FROM todo),
-       (SELECT count(*) FROM repaired WHERE run_id = %(run_id)s)
+       count(*) FILTER (WHERE action = 'delete'),
+       (SELECT count(*) FROM (SELECT DISTINCT room_id, user_id FROM todo) AS k)  -- at most one change per key
 FROM audited
