@@ -428,11 +428,13 @@ def _repeated_repairs(server_url: str, name: str, url: str, run_id: int, repeat:
     trials = []
     for i in range(1, repeat):
         copy = f"{name}_r{i}"
+        log.info("bench: repair trial %d/%d on %s, a copy of the scratch database", i, repeat, copy)
         copy_url = _copy_database(server_url, name, copy)
         try:
             trials.append({step: _run_child(step, copy_url, run_id=run_id) for step in ("bare_repair", "repair")})
         finally:
             _drop_database(server_url, copy)
+    log.info("bench: repair trial %d/%d on the scratch database", repeat, repeat)
     trials.append({step: _run_child(step, url, run_id=run_id) for step in ("bare_repair", "repair")})
     out = {}
     for step in ("bare_repair", "repair"):
