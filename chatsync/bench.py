@@ -23,7 +23,7 @@ The floor, the joins, the detects and the two repairs run ``--repeat`` times and
 the reads on the same data, the repairs on copies of the scratch database (a repair changes what
 it repairs); pandas, the fold, the incremental scope and the Airflow task processes run once.
 Memory is the child's peak RSS, and "work" memory is that peak minus the child's RSS once its
-imports are done. Postgres' own memory is not counted for anyone (it is bounded by ``work_mem`` for all).
+imports are done. Postgres' own memory is not counted for anyone (``work_mem`` bounds it for all).
 """
 
 from __future__ import annotations
@@ -410,6 +410,7 @@ def _drop_database(url: str, name: str) -> None:
 
 
 def _copy_database(url: str, template: str, name: str) -> str:
+    """A new database `name` copied from `template` (no session may be connected to it); its URL."""
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         # FILE_COPY (PostgreSQL 15+) copies the files instead of writing every block to the WAL
         strategy = sql.SQL(" STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else "")

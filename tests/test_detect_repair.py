@@ -140,7 +140,8 @@ def test_a_resumed_repair_skips_only_the_rows_it_leaves_alone(db, clean_db):
     db.execute("UPDATE chatsync.inconsistencies SET status = 'open', resolved_at = NULL, resolved_by_run = NULL "
                "WHERE run_id = %s AND room_id = 1 AND user_id = 14", (found.run_id,))
     db.execute("DELETE FROM chatsync.repair_audit WHERE run_id = %s AND room_id = 1 AND user_id = 14", (found.run_id,))
-    db.execute("UPDATE chat.chat_participants SET permissions = 1, updated_at = now() WHERE room_id = 1 AND user_id = 14")
+    db.execute("UPDATE chat.chat_participants SET permissions = 1, updated_at = now() "
+               "WHERE room_id = 1 AND user_id = 14")
     db.execute("UPDATE chatsync.runs SET status = 'repairing', settled_at = NULL WHERE run_id = %s", (found.run_id,))
     resumed = repair(clean_db, found.run_id)
     assert resumed.repaired == 0 and resumed.skipped == 1
