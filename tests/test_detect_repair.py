@@ -209,6 +209,13 @@ def test_rollback_restores_and_skips_rows_changed_since(db, clean_db):
     assert [r for r in after if r[:2] != (1, 12)] == before
     assert db.execute("SELECT permissions FROM chat.chat_participants WHERE room_id = 1 AND user_id = 12"
                       ).fetchone()[0] == 1023
+    # the audit rows undone point at the rollback run, which audited its own changes; the skipped one does not
+    marks = db.execute("SELECT entity, action, room_id, user_id, rolled_back_by FROM chatsync.repair_audit "
+                       "WHERE run_id = %s ORDER BY 1, 2, 3, 4", (found.run_id,)).fetchall()
+    assert [m[:4] for m in marks if m[4] is None] == [("participant", "insert", 1, 12)]
+    assert {m[4] for m in marks if m[4] is not None} == {result.rollback_run_id} and len(marks) == 9
+    assert db.execute("SELECT count(*) FROM chatsync.repair_audit WHERE run_id = %s",
+                      (result.rollback_run_id,)).fetchone()[0] == 8
     counts = detect(clean_db).counts
     assert counts == {**SMALL_COUNTS, "missing_participant": 1, "permissions_mismatch": 2}
     with pytest.raises(Exception, match="already rolled back"):

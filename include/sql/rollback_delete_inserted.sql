@@ -4,10 +4,13 @@ WITH undone AS (
     USING {ops}.repair_audit AS a
     WHERE a.run_id = %(run_id)s AND a.entity = {entity} AND a.action = 'insert'
       AND a.rolled_back_by IS NULL AND {chat_key_eq_audit} AND to_jsonb(c) = a.after
-    RETURNING a.id, {chat_key_out}, to_jsonb(c) AS before
+    RETURNING {chat_key_out}, to_jsonb(c) AS before
 ),
 audited AS (
     INSERT INTO {ops}.repair_audit (run_id, entity, action, room_id, user_id, before, after)
     SELECT %(rb_id)s, {entity}, 'delete', room_id, user_id, before, NULL FROM undone
 )
-UPDATE {ops}.repair_audit SET rolled_back_by = %(rb_id)s WHERE id IN (SELECT id FROM undone)
+UPDATE {ops}.repair_audit AS a SET rolled_back_by = %(rb_id)s
+FROM undone AS u  -- a run changes a key once: its audit row is found by run and key
+WHERE a.run_id = %(run_id)s AND a.entity = {entity} AND a.action = 'insert'
+  AND a.room_id = u.room_id AND a.user_id IS NOT DISTINCT FROM u.user_id

@@ -5,10 +5,13 @@ WITH undone AS (
     FROM {ops}.repair_audit AS a
     WHERE a.run_id = %(run_id)s AND a.entity = {entity} AND a.action = 'update'
       AND a.rolled_back_by IS NULL AND {chat_key_eq_audit} AND to_jsonb(c) = a.after
-    RETURNING a.id, {chat_key_out}, a.after AS before, to_jsonb(c) AS after
+    RETURNING {chat_key_out}, a.after AS before, to_jsonb(c) AS after
 ),
 audited AS (
     INSERT INTO {ops}.repair_audit (run_id, entity, action, room_id, user_id, before, after)
     SELECT %(rb_id)s, {entity}, 'update', room_id, user_id, before, after FROM undone
 )
-UPDATE {ops}.repair_audit SET rolled_back_by = %(rb_id)s WHERE id IN (SELECT id FROM undone)
+UPDATE {ops}.repair_audit AS a SET rolled_back_by = %(rb_id)s
+FROM undone AS u  -- a run changes a key once: its audit row is found by run and key
+WHERE a.run_id = %(run_id)s AND a.entity = {entity} AND a.action = 'update'
+  AND a.room_id = u.room_id AND a.user_id IS NOT DISTINCT FROM u.user_id
