@@ -393,11 +393,17 @@ def _run_child(step: str, url: str, repeat: int = 1, run_id: int | None = None) 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _scratch_database(url: str, name: str) -> str:
+def _scratch_database(url: str, name: str, template: str | None = None) -> str:
+    """A new, empty database `name` on the server (or a copy of `template`, to which no session
+    may be connected); its URL."""
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if template:  # FILE_COPY (PostgreSQL 15+) copies files instead of logging every block
+                create += sql.SQL(" TEMPLATE {}{}").format(sql.Identifier(template), sql.SQL(
+                    " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""))
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(create)
     except psycopg.Error as exc:
         raise ConfigError(f"the benchmark needs to create a scratch database {name!r} on the "
                           f"configured server: {str(exc).strip()}") from exc
@@ -407,17 +413,6 @@ def _scratch_database(url: str, name: str) -> str:
 def _drop_database(url: str, name: str) -> None:
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def _copy_database(url: str, template: str, name: str) -> str:
-    """A new database `name` copied from `template` (no session may be connected to it); its URL."""
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        # FILE_COPY (PostgreSQL 15+) copies the files instead of writing every block to the WAL
-        strategy = sql.SQL(" STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else "")
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
-            sql.Identifier(name), sql.Identifier(template), strategy))
-    return psycopg.conninfo.make_conninfo(url, dbname=name)
 
 
 def _repeated_repairs(server_url: str, name: str, url: str, run_id: int, repeat: int) -> dict:
@@ -430,7 +425,7 @@ def _repeated_repairs(server_url: str, name: str, url: str, run_id: int, repeat:
     for i in range(1, repeat):
         copy = f"{name}_r{i}"
         log.info("bench: repair trial %d/%d on %s, a copy of the scratch database", i, repeat, copy)
-        copy_url = _copy_database(server_url, name, copy)
+        copy_url = _scratch_database(server_url, copy, template=name)
         try:
             trials.append({step: _run_child(step, copy_url, run_id=run_id) for step in ("bare_repair", "repair")})
         finally:
