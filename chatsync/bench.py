@@ -439,8 +439,8 @@ def _repeated_repairs(server_url: str, name: str, url: str, run_id: int, repeat:
             raise RuntimeError(f"benchmark step {step} changed different row counts on copies of one database: "
                                f"{[s['rows'] for s in each]}")
         merged = dict(each[-1])
-        merged["seconds"] = statistics.median(s["seconds"] for s in each)
-        merged["seconds_each"] = [round(s["seconds"], 4) for s in each]
+        merged["seconds_each"] = [s["seconds"] for s in each]
+        merged["seconds"] = statistics.median(merged["seconds_each"])
         merged["peak_rss_mb"] = max(s["peak_rss_mb"] for s in each)
         merged["work_mb"] = max(s["work_mb"] for s in each)
         out[step] = merged
