@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 from psycopg import sql
 
@@ -57,3 +62,42 @@ def test_broken_repair_fails_validation(db, clean_db, monkeypatch):
     residual = db.execute("SELECT kind, room_id, user_id FROM chatsync.gx_participant_residual_differences "
                           "WHERE room_id = 1 AND user_id = 11").fetchall()
     assert residual == [("role_mismatch", 1, 11)]  # the broken repair's leftover, as the view sees it
+
+
+def _fresh_python(code: str, **env: str) -> str:
+    """Run code in a new interpreter (nothing imported yet, as in an Airflow task process)."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_validation_leaves_the_modules_of_unused_expectations_unimported(clean_db):
+    # the validate task's memory: GX loads, validates and builds Data Docs without them
+    out = _fresh_python("""
+        import sys
+        from chatsync.config import Settings
+        from chatsync.validate import UNUSED_GX_IMPORTS, DeferredModule, validate
+        outcome = validate(Settings.from_env())
+        print(outcome.passed, outcome.evaluated, outcome.docs_index is not None,
+              all(isinstance(sys.modules[name], DeferredModule) for name in UNUSED_GX_IMPORTS))
+    """, CHATSYNC_DATABASE_URL=clean_db.database_url, CHATSYNC_GX_DIR=clean_db.gx_dir)
+    assert out == "True 10 True True"
+
+
+def test_a_deferred_module_is_imported_at_its_first_use():
+    out = _fresh_python("""
+        import sys
+        from chatsync.validate import DeferredModule, defer_unused_imports
+        assert defer_unused_imports(("scipy.stats", "wave", "no_such_module_here")) == ["scipy.stats", "wave"]
+        import wave
+        from scipy import stats
+        assert isinstance(stats, DeferredModule) and isinstance(sys.modules["wave"], DeferredModule)
+        assert stats.norm.cdf(0.0) == 0.5 and issubclass(wave.Error, Exception)  # the real modules answer
+        assert not isinstance(sys.modules["scipy.stats"], DeferredModule)
+        assert not isinstance(sys.modules["wave"], DeferredModule)
+        assert stats.norm is sys.modules["scipy.stats"].norm
+        assert defer_unused_imports(("wave",)) == []  # imported already: nothing to defer
+        print("ok")
+    """)
+    assert out == "ok"
