@@ -89,8 +89,10 @@ def _statements(settings: Settings, es: EntitySQL) -> dict[str, sql.Composed]:
                           chat_eq_todo_o=es.join_chat_to("t", "o"), set_from_room=es.set_from_room(),
                           room_eq_old=es.join_room_chat("r", "o"), digest_c=es.chat_digest("c"),
                           still_differs=es.still_differs("r", "c"), room_eq_c=es.join_room_chat("r", "c"),
-                          chat_key_out=es.chat_key_cols("c", as_names=True)),
-        "mark_skipped": sql_file(settings, "repair_mark_skipped", **common),
+                          chat_key_out=es.chat_key_cols("c", as_names=True),
+                          is_entity_finding=es.is_entity_finding()),
+        "mark_skipped": sql_file(settings, "repair_mark_skipped", **common,
+                                 is_entity_finding_i=es.is_entity_finding("i")),
         "mark_earlier": sql_file(settings, "repair_mark_earlier", **common,
                                  finding_user_eq_d=es.same_user("i", "d")),
     }

@@ -16,7 +16,7 @@ WITH todo AS (
     UPDATE {ops}.inconsistencies
     SET status = 'repaired', resolved_at = clock_timestamp(), resolved_by_run = %(run_id)s
     WHERE run_id = %(run_id)s AND status = 'open' AND kind = ANY(%(kinds)s)
-      AND room_id >= %(room_lo)s AND room_id < %(room_hi)s
+      AND room_id >= %(room_lo)s AND room_id < %(room_hi)s AND {is_entity_finding}
     RETURNING kind, room_id, user_id, chat_digest
 ),
 inserted AS (
