@@ -131,8 +131,7 @@ def defer_unused_imports(names=UNUSED_GX_IMPORTS) -> list[str]:
 
 def _context(settings: Settings):
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no phoning home from a pipeline
-    if "great_expectations" not in sys.modules:
-        defer_unused_imports()
+    defer_unused_imports()  # a no-op once they (or GX, which imports them) are loaded
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
