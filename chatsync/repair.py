@@ -92,7 +92,8 @@ def _statements(settings: Settings, es: EntitySQL) -> dict[str, sql.Composed]:
                           chat_key_out=es.chat_key_cols("c", as_names=True),
                           is_entity_finding=es.is_entity_finding()),
         "mark_skipped": sql_file(settings, "repair_mark_skipped", **common,
-                                 is_entity_finding_i=es.is_entity_finding("i")),
+                                 is_entity_finding_i=es.is_entity_finding("i"),
+                                 audit_user_eq_i=es.same_user("a", "i")),
         "mark_earlier": sql_file(settings, "repair_mark_earlier", **common,
                                  finding_user_eq_d=es.same_user("i", "d")),
     }
@@ -256,7 +257,7 @@ def _rollback_entity(conn, settings: Settings, es: EntitySQL, run_id: int, rb_id
     ops = settings.ops_schema
     parts = dict(es.common(ops), chat_key_eq_audit=es.join_chat_to("a"),
                  all_columns=es.chat_columns_all(), all_from_p=es.chat_columns_from("p"),
-                 chat_key_out=es.chat_key_cols("c", as_names=True))
+                 chat_key_out=es.chat_key_cols("c", as_names=True), audit_user_eq_u=es.same_user("a", "u"))
     params = {"run_id": run_id, "rb_id": rb_id}
     # Rows changed since the repair: current image differs from the audit's after-image.
     skipped_rows = conn.execute(sql_file(settings, "rollback_changed_since", **parts), params).fetchall()

@@ -10,4 +10,4 @@ WHERE i.run_id = %(run_id)s AND i.status = 'repaired' AND i.resolved_by_run = %(
   AND NOT EXISTS (
       SELECT 1 FROM {ops}.repair_audit AS a
       WHERE a.run_id = %(run_id)s AND a.entity = {entity} AND a.room_id = i.room_id
-        AND a.user_id IS NOT DISTINCT FROM i.user_id)
+        AND {audit_user_eq_i})

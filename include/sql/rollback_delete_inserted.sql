@@ -13,4 +13,4 @@ audited AS (
 UPDATE {ops}.repair_audit AS a SET rolled_back_by = %(rb_id)s
 FROM undone AS u  -- a run changes a key once: its audit row is found by run and key
 WHERE a.run_id = %(run_id)s AND a.entity = {entity} AND a.action = 'insert'
-  AND a.room_id = u.room_id AND a.user_id IS NOT DISTINCT FROM u.user_id
+  AND a.room_id = u.room_id AND {audit_user_eq_u}

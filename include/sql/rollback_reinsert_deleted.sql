@@ -16,4 +16,4 @@ audited AS (
 UPDATE {ops}.repair_audit AS a SET rolled_back_by = %(rb_id)s
 FROM undone AS u
 WHERE a.run_id = %(run_id)s AND a.entity = {entity} AND a.action = 'delete'
-  AND a.room_id = u.room_id AND a.user_id IS NOT DISTINCT FROM u.user_id
+  AND a.room_id = u.room_id AND {audit_user_eq_u}
