@@ -13,7 +13,7 @@ import os
 from datetime import timedelta
 from typing import Callable, TypeVar
 
-from chatsync.config import Settings
+from chatsync.config import Settings, check_environment
 from chatsync.errors import ConfigError, ValidationError, ValidationFailed
 
 log = logging.getLogger("chatsync.airflow")
@@ -116,11 +116,30 @@ def settings_from_airflow() -> Settings:
         if unknown:
             raise ConfigError(f"Airflow Variable '{SETTINGS_VARIABLE}' has unknown keys: "
                               + ", ".join(k.removeprefix("CHATSYNC_").lower() for k in unknown))
-    settings = Settings.from_sources(os.environ, overrides, database_url=db_url, redis_url=redis_url)
+    check_environment(os.environ)  # a mistyped CHATSYNC_* in the workers' environment is an error here too
+    settings = Settings.from_sources(os.environ, overrides, database_url=db_url, redis_url=redis_url,
+                                     run_lease_seconds=_run_lease_seconds())
     from chatsync import notifiers
 
     notifiers.use_airflow_channels()  # alerts raised inside the task reach Slack/email too
     return settings
+
+
+def _run_lease_seconds() -> int | None:
+    """A run begun in this task is carried on by the DAG run's next tasks, in other processes: it
+    counts as alive until the DAG run's deadline (dagrun_timeout; a day without one). None outside
+    a task (the setting's own value then)."""
+    from datetime import datetime, timezone
+
+    try:
+        from airflow.sdk import get_current_context
+
+        ctx = get_current_context()
+    except Exception:  # noqa: BLE001 - not inside a task
+        return None
+    timeout = getattr(ctx.get("dag"), "dagrun_timeout", None) or timedelta(days=1)
+    started = getattr(ctx.get("dag_run"), "start_date", None) or datetime.now(timezone.utc)
+    return max(1, int((started + timeout - datetime.now(timezone.utc)).total_seconds()) + 1)
 
 
 def ui_link(context) -> str:

@@ -4,7 +4,10 @@ On a scratch database (dropped at the end) and a private Redis key prefix (delet
 1. cache resync of every room (the simulated 1M participants by default);
 2. steady load: the room-service simulator publishes ``events`` events at ``rate``/s while one
    ``chatsync worker`` process consumes; sync delay = processed_at − occurred_at, from the sync log;
-3. backlog: ``events`` more are published with no worker running, then one worker drains them.
+3. backlog: ``events`` more are published with no worker running, then one worker drains them;
+4. recovery: on a Redis server of its own, the same steady load while Redis restarts empty: the
+   time from Redis back to the stream healed by the worker (the lost changes repaired, the cache
+   rebuilt and verified), against the same steps run by hand one after the other.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -124,6 +128,8 @@ def run_events_bench(settings: Settings, participants: int, events: int, rate: f
                           "seconds_incl_start": round(seconds, 3), "processing_span_s": drained["processing_span_s"],
                           "events_per_second": round(drained["events"] / seconds) if seconds else None}
         out["verify_after"] = cache.verify(s, client=client).to_dict()["total"]
+        log.info("bench events: Redis restarted empty under %.0f events/s", rate)
+        out["recovery"] = _recovery(s, events, rate, seed + 2)
     finally:
         for key in client.scan_iter(match=prefix + "*", count=1000):
             client.delete(key)
@@ -142,6 +148,84 @@ def run_events_bench(settings: Settings, participants: int, events: int, rate: f
     return out
 
 
+def _stream_row(settings: Settings) -> tuple:
+    with connection(settings) as conn:
+        return conn.execute(sql.SQL("SELECT healed_at, heal_run_id, losses FROM {}.event_streams WHERE stream = %s")
+                            .format(sql.Identifier(settings.ops_schema)), (settings.events_stream,)).fetchone()
+
+
+def _recovery(settings: Settings, events: int, rate: float, seed: int) -> dict:
+    """Redis restarted empty, a third of the way through `events` published at `rate` while a
+    worker runs: how long until the worker has healed the stream, and until it has caught up
+    with what was published meanwhile."""
+    import tempfile
+    import threading
+
+    import redis
+
+    from chatsync.diff import Scope, detect
+    from chatsync.embedded import RedisServer
+    from chatsync.eventsim import emit
+
+    own = RedisServer(Path(tempfile.mkdtemp(prefix="chatsync_bench_redis_")), persistent=False).start()
+    s = replace(settings, redis_url=own.url)
+    client = redis.Redis.from_url(own.url, socket_timeout=1, socket_connect_timeout=1)
+    worker = None
+    try:
+        cache.resync(s)
+        worker = _worker_process(s, "recovery", "--batch", "500", "--block-ms", "20")
+        published: dict = {}
+        load = threading.Thread(target=lambda: published.update(report=emit(
+            s, client, events, seed=seed, rate=rate, through_outages=True)))
+        load.start()
+        _wait_synced(s, "recovery", events // 3, timeout=600)  # steady state first
+        own.kill()
+        own.start()
+        back, back_at = time.perf_counter(), datetime.now(timezone.utc)
+        while not ((row := _stream_row(s)) and row[0] and row[0] > back_at):
+            if worker.poll() is not None:
+                raise RuntimeError(f"the recovery worker exited {worker.returncode}: see {WORKER_LOGS}")
+            time.sleep(0.05)
+        healed = time.perf_counter() - back
+
+        def behind() -> tuple[int, int]:
+            group = next((g for g in client.xinfo_groups(s.events_stream) if cache.text(g["name"]) == "chatsync"), {})
+            return group.get("lag") or 0, group.get("pending") or 0
+        while sum(behind()) > rate and load.is_alive():  # the backlog of the heal's time, down to 1 s of events
+            time.sleep(0.05)
+        caught_up = time.perf_counter() - back
+        load.join()
+        while behind() != (0, 0):
+            time.sleep(0.05)
+        with connection(s) as conn:
+            ops = sql.Identifier(s.ops_schema)
+            steps, repaired = conn.execute(sql.SQL("SELECT step_durations, repaired FROM {}.runs WHERE run_id = %s")
+                                           .format(ops), (row[1],)).fetchone()
+            resynced, verified = conn.execute(sql.SQL("SELECT resynced, verified FROM {}.redis_outages "
+                                                      "ORDER BY id DESC LIMIT 1").format(ops)).fetchone()
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=60)
+        # the same steps by hand, one after the other, on the settled data
+        t0 = time.perf_counter()
+        remaining = detect(s, Scope("full"), triggered_by="bench").rows_to_change
+        by_hand = {"detect_s": round(time.perf_counter() - t0, 3)}
+        by_hand["resync_s"] = round(cache.refresh(s, client).seconds, 3)
+        cache_left = cache.verify(s, client=client)
+        by_hand["verify_s"] = round(cache_left.seconds, 3)
+        report = published["report"].to_dict()
+        return {"published_rate": report["rate"], "unpublished": report["unpublished"],
+                "redis_back_to_healed_s": round(healed, 3), "redis_back_to_caught_up_s": round(caught_up, 3),
+                "heal": {"detect_s": steps.get("detect"), "repair_s": steps.get("repair"), "rows_repaired": repaired,
+                         "resync_s": (resynced or {}).get("seconds"), "verify_s": (verified or {}).get("seconds")},
+                "by_hand": by_hand, "by_hand_total_s": round(sum(by_hand.values()), 3),
+                "differences_after": remaining, "cache_differences_after": cache_left.total}
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+        client.close()
+        own.kill()
+
+
 def format_table(out: dict) -> str:
     st, bl, rs = out["steady"], out["backlog"], out["resync"]
     lines = [
@@ -153,7 +237,21 @@ def format_table(out: dict) -> str:
         f"backlog: {bl['events']:,} events drained in {bl['seconds_incl_start']}s "
         f"(incl. worker start) = {bl['events_per_second']:,} events/s",
         f"cache differences after all of it: {out['verify_after']}",
+        *_recovery_lines(out.get("recovery")),
         "targets:",
         *[f"  {v:5} {k}" for k, v in out["targets"].items()],
     ]
     return "\n".join(lines)
+
+
+def _recovery_lines(rc: dict | None) -> list[str]:
+    if not rc:
+        return []
+    h, hand = rc["heal"], rc["by_hand_total_s"]
+    ratio = f" = {rc['redis_back_to_healed_s'] / hand:.2f}x" if hand else ""
+    return [f"recovery: Redis restarted empty under {rc['published_rate']}/s ({rc['unpublished']} changes unpublished "
+            f"while it was away): healed {rc['redis_back_to_healed_s']}s after it was back (full detect "
+            f"{h['detect_s']}s, repair {h['repair_s']}s of {h['rows_repaired']} rows, cache resync {h['resync_s']}s, "
+            f"verify {h['verify_s']}s), less than 1 s of events behind again after {rc['redis_back_to_caught_up_s']}s",
+            f"the same steps by hand on the settled data (full detect, cache resync, verify): {hand}s{ratio}; "
+            f"differences after: {rc['differences_after']} rows, {rc['cache_differences_after']} cache keys"]

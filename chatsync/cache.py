@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 
 from psycopg import sql
 
-from chatsync.config import Settings
+from chatsync.config import REDIS_SOCKET_TIMEOUT_SECONDS, Settings
 from chatsync.db import connection, sql_file
 from chatsync.errors import ConfigError
 from chatsync.mapping import load_mapping
@@ -41,8 +41,11 @@ def client_for(settings: Settings):
     if not settings.redis_url:
         raise ConfigError("no Redis configured: set CHATSYNC_REDIS_URL (CLI) or the Airflow "
                           "connection 'chatsync_redis' (DAGs)")
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5,
-                                health_check_interval=30)
+    try:
+        return redis.Redis.from_url(settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+                                    socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS, health_check_interval=30)
+    except ValueError as exc:  # a malformed URL (Settings.check refuses it first, unless bypassed)
+        raise ConfigError(f"CHATSYNC_REDIS_URL is not a valid Redis URL: {exc}") from None
 
 
 def room_key(settings: Settings, room_id: int) -> str:
@@ -237,6 +240,7 @@ class VerifyResult:
     examples: list[dict] = field(default_factory=list)
     rooms_checked: int = 0
     seconds: float = 0.0
+    rooms: set[int] = field(default_factory=set)  # the rooms that differ
 
     @property
     def total(self) -> int:
@@ -244,6 +248,7 @@ class VerifyResult:
 
     def add(self, kind: str, room_id: int, user_id: int | None = None) -> None:
         self.counts[kind] += 1
+        self.rooms.add(room_id)
         if len(self.examples) < EXAMPLES:
             self.examples.append({"kind": kind, "room_id": room_id, "user_id": user_id})
 

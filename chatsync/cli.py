@@ -1,4 +1,4 @@
-"""The ``chatsync`` command line (DESIGN.md §3).
+"""The ``chatsync`` command line.
 
 Every command takes ``--json`` for a machine-readable summary on stdout; logs go to stderr.
 Exit codes: 0 consistent / done, 1 inconsistencies remain, 2 bad usage or configuration,
@@ -10,52 +10,82 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from typing import Callable
 
-from chatsync.config import Settings
+from chatsync.config import (DECIMAL_NUMBER, MAX_FREEZE_TTL_SECONDS, REDIS_SOCKET_TIMEOUT_SECONDS, WHOLE_NUMBER,
+                             Settings)
 from chatsync.errors import ChatsyncError, ConfigError
+from chatsync.events import MAX_ID
 
 EXIT_OK, EXIT_INCONSISTENT, EXIT_USAGE, EXIT_FAILURE = 0, 1, 2, 3
+MAX_STREAM_COUNT = MAX_ID // 10  # XAUTOCLAIM refuses a larger COUNT (it may scan 10 entries per one asked)
+MAX_BLOCK_MS = (REDIS_SOCKET_TIMEOUT_SECONDS - 1) * 1000  # a longer blocking read times the socket out
 log = logging.getLogger("chatsync.cli")
 
 
-def _room_ids(text: str) -> tuple[int, ...]:
-    try:
-        ids = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--rooms takes comma-separated room ids, got {text!r}") from None
-    if not ids:
-        raise argparse.ArgumentTypeError("--rooms needs at least one room id")
-    return ids
+class _Parser(argparse.ArgumentParser):
+    """Bad usage as one line on stderr (exit 2), pointing at --help rather than printing the usage."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _whole_number(least: int, what: str) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least `least` (`what` names that in the error)."""
+def _whole_number(least: int, what: str, most: int = MAX_ID) -> Callable[[str], int]:
+    """An argparse type: a whole number of ASCII digits from `least` to `most` (`what` names it)."""
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
-        return value
+        if not WHOLE_NUMBER.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"expected a whole number (digits 0-9), got {text!r}")
+        # measured as text first: int() of thousands of digits is slow, or refused
+        if len(text.lstrip("-").lstrip("0")) > len(str(most)) or not least <= int(text) <= most:
+            raise argparse.ArgumentTypeError(f"expected {what} (from {least} to {most}), got {text}")
+        return int(text)
     return parse
 
 
 _positive_int = _whole_number(1, "a positive number")
 _non_negative_int = _whole_number(0, "zero or more")
+_id = _whole_number(1, "an id", MAX_ID)  # every room, user and run id: they are bigint
 
 
-def _fraction(text: str) -> float:
+def _room_ids(text: str) -> tuple[int, ...]:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value <= 0.5:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 0.5, got {value}")
+        ids = tuple(_id(part.strip()) for part in text.split(",") if part.strip())
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"--rooms takes comma-separated room ids: {exc}") from None
+    if not ids:
+        raise argparse.ArgumentTypeError("--rooms needs at least one room id")
+    return ids
+
+
+def _number(text: str) -> float:
+    value = float(text) if DECIMAL_NUMBER.fullmatch(text) else math.nan  # ASCII, finite: no 'nan', 'inf'
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
     return value
+
+
+def _positive_number(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
+    return value
+
+
+def _fraction(most: float) -> Callable[[str], float]:
+    """An argparse type: a number from 0 to `most`."""
+    def parse(text: str) -> float:
+        value = _number(text)
+        if not 0 <= value <= most:
+            raise argparse.ArgumentTypeError(f"expected a fraction between 0 and {most:g}, got {value}")
+        return value
+    return parse
+
+
+_drift = _fraction(0.5)
+_share_of_rooms = _fraction(1.0)  # --drift-rooms: its default, 1, spreads the drift over every room
 
 
 def settings_for_cli() -> Settings:
@@ -165,13 +195,17 @@ def cmd_freeze(args) -> tuple[int, dict]:
 
     import getpass
 
-    return EXIT_OK, freeze(settings_for_cli(), [args.room_id], args.reason, args.ttl, by=f"cli:{getpass.getuser()}")
+    return EXIT_OK, freeze(settings_for_cli(), [args.room_id], args.reason, args.ttl, by=f"cli:{getpass.getuser()}",
+                           require_chat_room=True)  # a room named on the command line must exist
 
 
 def cmd_unfreeze(args) -> tuple[int, dict]:
     from chatsync.freeze import unfreeze
 
-    return EXIT_OK, unfreeze(settings_for_cli(), [args.room_id])
+    out = unfreeze(settings_for_cli(), [args.room_id])
+    if args.room_id not in out["unfrozen"]:  # nothing to do is no error: the room is not frozen either way
+        log.warning("room %d has no freeze lease: nothing lifted", args.room_id)
+    return EXIT_OK, out
 
 
 def cmd_grants(args) -> tuple[int, dict]:
@@ -210,7 +244,7 @@ def cmd_bench(args) -> tuple[int, dict]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatsync", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="chatsync", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -226,9 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("simulate", cmd_simulate, "fill the reference schema with realistic data and drift")
     p.add_argument("--rooms", type=_positive_int, required=True)
     p.add_argument("--members", type=_positive_int, required=True, help="mean participants per room")
-    p.add_argument("--drift", type=_fraction, required=True, help="fraction of participant rows drifted")
+    p.add_argument("--drift", type=_drift, required=True, help="fraction of participant rows drifted")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--drift-rooms", type=_fraction, default=1.0,
+    p.add_argument("--drift-rooms", type=_share_of_rooms, default=1.0,
                    help="put the participant drift in this fraction of the rooms (default 1: spread)")
     p.add_argument("--fingerprints", action="store_true",
                    help="install maintained fingerprints on the clean data, before the drift")
@@ -240,22 +274,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-validate", action="store_true", help="skip the Great Expectations suite")
 
     p = add("rollback", cmd_rollback, "undo a run's repairs from its audit")
-    p.add_argument("run_id", type=_positive_int)
+    p.add_argument("run_id", type=_id)
 
     p = add("demo", cmd_demo, "embedded Postgres/Redis, simulated drift, the hourly DAG run for real")
     p.add_argument("--rooms", type=_positive_int, default=100)
     p.add_argument("--members", type=_positive_int, default=50)
-    p.add_argument("--drift", type=_fraction, default=0.005)
+    p.add_argument("--drift", type=_drift, default=0.005)
     p.add_argument("--seed", type=int, default=42)
 
     p = add("worker", cmd_worker, "consume room events from the Redis Stream and sync the chat side")
     p.add_argument("--name", help="consumer name (default: host-pid)")
-    p.add_argument("--batch", type=_positive_int, default=500, help="entries per batch")
-    p.add_argument("--block-ms", type=_positive_int, default=1000, help="wait for new entries this long")
+    p.add_argument("--batch", type=_whole_number(1, "a positive number", MAX_STREAM_COUNT), default=500,
+                   help="entries per batch")
+    p.add_argument("--block-ms", type=_whole_number(1, "a positive number", MAX_BLOCK_MS), default=1000,
+                   help=f"wait for new entries this long (at most {MAX_BLOCK_MS})")
     p.add_argument("--claim-idle-ms", type=_positive_int, default=30_000,
                    help="take over entries left pending this long by a dead worker")
     p.add_argument("--until-idle", action="store_true", help="exit once the stream is drained")
-    p.add_argument("--max-seconds", type=float, help="exit after this long")
+    p.add_argument("--max-seconds", type=_positive_number, help="exit after this long")
 
     p = add("cache", cmd_cache, "the Redis cache of the chat state: verify or resync")
     p.add_argument("action", choices=("verify", "resync"))
@@ -263,16 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("publish", cmd_publish, "append one room event to the stream (what the room service does)")
     p.add_argument("type", help="event type, e.g. room.participant.added")
-    p.add_argument("room_id", type=_positive_int)
-    p.add_argument("user_id", type=_positive_int, nargs="?")
+    p.add_argument("room_id", type=_id)
+    p.add_argument("user_id", type=_id, nargs="?")
 
     p = add("freeze", cmd_freeze, "stop writes on a chat room (a lease that ends by itself)")
-    p.add_argument("room_id", type=_positive_int)
+    p.add_argument("room_id", type=_id)
     p.add_argument("--reason", required=True, help="why (shown to operators and in alerts)")
-    p.add_argument("--ttl", type=_positive_int, default=3600, help="lease in seconds (default 3600)")
+    p.add_argument("--ttl", type=_whole_number(1, "a number of seconds", MAX_FREEZE_TTL_SECONDS), default=3600,
+                   help="lease in seconds (default 3600)")
 
     p = add("unfreeze", cmd_unfreeze, "resume writes on a chat room")
-    p.add_argument("room_id", type=_positive_int)
+    p.add_argument("room_id", type=_id)
 
     p = add("grants", cmd_grants, "the least privileges of a database role running chatsync (SQL, or --apply)")
     p.add_argument("role", help="the role chatsync connects as")
@@ -285,9 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bench", cmd_bench, "time detect/repair against a bare FULL OUTER JOIN and pandas")
     p.add_argument("--participants", type=_positive_int, default=1_000_000)
     p.add_argument("--members", type=_positive_int, default=50, help="participants per room")
-    p.add_argument("--drift", type=_fraction, default=0.01)
+    p.add_argument("--drift", type=_drift, default=0.01)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--drift-rooms", type=_fraction, default=1.0,
+    p.add_argument("--drift-rooms", type=_share_of_rooms, default=1.0,
                    help="put the participant drift in this fraction of the rooms (default 1: spread)")
     p.add_argument("--skip-pandas", action="store_true", help="leave out the pandas approach")
     p.add_argument("--fingerprints", action="store_true",
@@ -298,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", choices=("consistency", "events"), default="consistency",
                    help="consistency: detect/repair (default); events: worker delay, drain, cache resync")
     p.add_argument("--events", type=_positive_int, default=100_000, help="events suite: events per phase")
-    p.add_argument("--rate", type=float, default=2000.0, help="events suite: steady publish rate per second")
+    p.add_argument("--rate", type=_positive_number, default=2000.0,
+                   help="events suite: steady publish rate per second")
     return parser
 
 

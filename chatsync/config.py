@@ -2,14 +2,19 @@
 
 Each field is overridable by the environment as ``CHATSYNC_<FIELD>`` (upper case) and, inside
 Airflow, by the Variable ``chatsync_<field>``. Bad values fail with a ConfigError naming the
-variable and the value.
+variable and the value; so does a ``CHATSYNC_*`` variable that is no setting (a typo would
+otherwise leave the default in force, silently), unless it is one of NOT_SETTINGS.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
+import re
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,6 +29,24 @@ def default_home() -> Path:
 
 
 WAL_COMPRESSION_CHOICES = ("default", "off", "pglz", "lz4", "zstd")
+MAX_WHOLE_NUMBER = 2**63 - 1  # whole-number settings reach SQL (bigint) and Redis as 64-bit integers
+MAX_LOCK_TIMEOUT_MS = 2**31 - 1  # PostgreSQL's limit for lock_timeout
+REDIS_SOCKET_TIMEOUT_SECONDS = 5  # a Redis reply (a blocking read's too) must come within this
+MAX_FREEZE_TTL_SECONDS = 7 * 24 * 3600  # the longest lease of a write freeze
+# Numbers as text, for fullmatch: ASCII only, where int() and float() also take '1_2', ' 12 ' and
+# digits of other scripts, and float() 'nan' and 'inf'.
+WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+DECIMAL_NUMBER = re.compile(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+# CHATSYNC_* names in the environment that are not settings, yet no typo (a * stands for any rest).
+NOT_SETTINGS = (
+    "CHATSYNC_HOME",                  # where the demo keeps its services (default_home)
+    "CHATSYNC_ROOM_DATABASE_URL",     # reserved: the room side's own database, an upcoming feature
+    "CHATSYNC_DB_PASSWORD",           # docker compose: the chatsync role's password, from .env
+    "CHATSYNC_GX_CONNECTION_STRING",  # set by chatsync.validate for Great Expectations
+    "CHATSYNC_TEST_*",                # the test suite's own (tests/conftest.py)
+    "CHATSYNC_FAULT_*",               # fault injection (chatsync.faults, the worker)
+)
 
 
 @dataclass(frozen=True)
@@ -99,6 +122,13 @@ class Settings:
     cache_outbox_max_rows: int = 100_000
     redis_reconnect_max_seconds: float = 30.0
 
+    # The event worker checks the stream's consumer group against its durable watermark this
+    # often (and after every Redis error), to notice a Redis that lost the stream's data.
+    stream_check_seconds: float = 5.0
+    # A run created inside an Airflow task outlives that task's process; it counts as alive this
+    # long (set from the DAG run's dagrun_timeout in Airflow; 0: only while its process holds it).
+    run_lease_seconds: int = 0
+
     # Transient-error retries inside one task/command (Airflow task retries come on top).
     retry_attempts: int = 5
     retry_base_seconds: float = 0.5
@@ -127,6 +157,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, **explicit: Any) -> "Settings":
+        check_environment(os.environ)
         return cls.from_sources(os.environ, **explicit)
 
     def check(self) -> None:
@@ -140,13 +171,20 @@ class Settings:
                      "cache_outbox_max_rows", "detect_shard_rows", "detect_max_shards"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be a positive whole number")
+        if self.lock_timeout_ms > MAX_LOCK_TIMEOUT_MS:
+            raise bad("lock_timeout_ms", f"must be at most {MAX_LOCK_TIMEOUT_MS} (PostgreSQL's limit)")
+        for name in ("retry_base_seconds", "retry_max_seconds", "redis_reconnect_max_seconds"):
+            if getattr(self, name) < 0:  # a backoff sleeps that long: a negative sleep raises
+                raise bad(name, "must not be negative")
         if not 0 < self.fingerprint_max_room_fraction <= 1:
             raise bad("fingerprint_max_room_fraction", "must be a fraction in (0, 1]")
         if not 0 <= self.fingerprint_max_changed_fraction <= 1:
             raise bad("fingerprint_max_changed_fraction", "must be a fraction in [0, 1]")
         if not 0 <= self.error_rate <= 1:
             raise bad("error_rate", "must be a fraction in [0, 1]")
-        for name in ("incremental_overlap_seconds", "workers", "error_rate_min_events", "alert_repeat_minutes",
+        if not self.stream_check_seconds > 0:
+            raise bad("stream_check_seconds", "must be a positive number of seconds")
+        for name in ("incremental_overlap_seconds", "run_lease_seconds", "workers", "error_rate_min_events", "alert_repeat_minutes",
                      "recurring_runs", "reindex_min_bytes", "retention_batch_rows", "retention_sync_log_days",
                      "retention_dead_letters_days", "retention_metrics_days", "retention_alert_log_days",
                      "retention_findings_days", "rollback_window_days", "detect_parallel_min_rows",
@@ -160,6 +198,11 @@ class Settings:
         for name in ("mapping_path", "sql_dir"):
             if not Path(getattr(self, name)).exists():
                 raise bad(name, "no such file or directory")
+        # the URLs are not quoted back: they may hold a password
+        if self.database_url and (problem := _database_url_problem(self.database_url)):
+            raise ConfigError(f"CHATSYNC_DATABASE_URL is not a valid database URL: {problem}")
+        if self.redis_url and (problem := _redis_url_problem(self.redis_url)):
+            raise ConfigError(f"CHATSYNC_REDIS_URL is not a valid Redis URL: {problem}")
 
     def parallel_workers(self) -> int:
         return self.workers or min(os.cpu_count() or 1, 8)
@@ -173,14 +216,77 @@ class Settings:
         return self.database_url
 
 
+def check_environment(env: Mapping[str, str]) -> None:
+    """Refuse a CHATSYNC_* variable that is neither a setting nor one of NOT_SETTINGS, naming the
+    closest known name."""
+    known = ["CHATSYNC_" + f.name.upper() for f in dataclasses.fields(Settings) if f.name != "extra"]
+    unknown = sorted(name for name in env if name.upper().startswith("CHATSYNC_") and name not in known
+                     and not any(fnmatchcase(name, allowed) for allowed in NOT_SETTINGS))
+    if unknown:
+        candidates = known + [allowed for allowed in NOT_SETTINGS if "*" not in allowed]
+        raise ConfigError(f"unknown environment variable{'s' if len(unknown) > 1 else ''}: "
+                          + ", ".join(name + _did_you_mean(name, candidates) for name in unknown))
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    prefix = len("CHATSYNC_")  # compared without it: every name shares it, which makes all look alike
+    close = difflib.get_close_matches(name.upper()[prefix:], [c[prefix:] for c in candidates], n=1)
+    return f" (did you mean CHATSYNC_{close[0]}?)" if close else " (no chatsync setting has that name)"
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5 and 1 <= int(text) <= 65535
+
+
+def _database_url_problem(url: str) -> str | None:
+    """What libpq would refuse only when connecting: a malformed string, and a port that is no TCP
+    port (which it reports like a server that does not answer: retried, then exit 3)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        return str(exc).strip()
+    # a list of ports goes with a list of hosts; an empty one means the default
+    bad = [port for port in str(params.get("port") or "").split(",") if port and not _is_port(port)]
+    return f"port {bad[0]!r} is not a whole number in 1..65535" if bad else None
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """What redis-py refuses only at Redis.from_url or when connecting (scheme, port, options), and
+    what it would silently read otherwise: port 0 (as the default port), a database that is no
+    number (as database 0)."""
+    from urllib.parse import urlsplit
+
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return str(exc)
+    if port == 0:
+        return "port 0 is not a whole number in 1..65535"
+    database = parts.path.removeprefix("/")
+    if parts.scheme != "unix" and database and not (database.isascii() and database.isdigit()):
+        return f"database {database!r} is not a whole number"
+    return None
+
+
 def _coerce(f: dataclasses.Field, name: str, raw: str) -> Any:
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    try:
-        if kind.startswith("int"):
-            return int(raw)
-        if kind.startswith("float"):
-            return float(raw)
-    except ValueError:
-        what = "a whole number" if kind.startswith("int") else "a number"
-        raise ConfigError(f"{name}={raw!r} is not {what}") from None
+    if kind.startswith("int"):
+        if not WHOLE_NUMBER.fullmatch(raw):
+            raise ConfigError(f"{name}={raw!r} is not a whole number")
+        digits = raw.lstrip("-").lstrip("0")
+        if len(digits) > len(str(MAX_WHOLE_NUMBER)) or int(digits or 0) > MAX_WHOLE_NUMBER:
+            raise ConfigError(f"{name}={raw!r} is out of range (a 64-bit whole number: at most "
+                              f"{MAX_WHOLE_NUMBER})")
+        return int(raw)
+    if kind.startswith("float"):
+        if not DECIMAL_NUMBER.fullmatch(raw) or not math.isfinite(float(raw)):
+            raise ConfigError(f"{name}={raw!r} is not a number")
+        return float(raw)
     return raw

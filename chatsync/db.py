@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -32,9 +32,9 @@ _TRANSIENT = (
 )
 
 
-# Connection failures no retry can fix: wrong database, role or password.
+# Connection failures no retry can fix: wrong database, role or password, a port that is no port.
 _FATAL_CONNECT = ("does not exist", "password authentication failed", "no password supplied",
-                  "invalid connection option")
+                  "invalid connection option", "invalid port number", "invalid integer value")
 
 
 def _redis_transient() -> tuple[type, ...]:
@@ -112,6 +112,15 @@ def _read_sql(sql_dir: str, name: str) -> str:
         return path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"SQL file {path} not found (CHATSYNC_SQL_DIR={sql_dir})") from None
+
+
+def bytea_array_text(parts: Iterable[bytes] | None) -> str | None:
+    """The text form of a bytea[] value, each element in hex ('{"\\\\x6b6579",...}'), for a
+    statement to cast with ::bytea[]: arrays of bytea of different lengths, one per row, bound as
+    one text[] (a bytea[][] must be rectangular). None stays NULL."""
+    if parts is None:
+        return None
+    return "{" + ",".join(f'"\\\\x{bytes(part).hex()}"' for part in parts) + "}"
 
 
 def ops_ident(settings: Settings) -> sql.Identifier:

@@ -1,6 +1,6 @@
 """Detect: set-based diff of the room side against the chat side, in Postgres.
 
-One engine, several scopes (DESIGN.md §4 "one pass, three scopes"):
+One engine, several scopes ("one pass, three scopes"):
 - ``full``: both whole tables; the only scope that sees deletes and old drift.
 - ``incremental``: keys changed on either side since the last consistent run's watermark, plus
   keys of findings still unresolved.
@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from psycopg import sql
 
-from chatsync import fingerprints, runs
+from chatsync import faults, fingerprints, runs
 from chatsync.config import Settings
 from chatsync.db import connection, sql_file, with_retry
 from chatsync.errors import ConfigError
@@ -218,6 +218,7 @@ def detect(settings: Settings, scope: Scope = Scope(), *, triggered_by: str = "c
     plan = begin(settings, scope, triggered_by=triggered_by, run_id=run_id)
     try:
         durations = with_retry(lambda: detect_part(settings, plan), settings, f"detect run {plan.run_id}")
+        faults.pause("detect:before_finish")
         return finish(settings, plan, seconds=time.perf_counter() - t0, durations=durations)
     except Exception as exc:
         discard(settings, plan.run_id, f"detect failed: {exc}")
@@ -234,8 +235,11 @@ def begin(settings: Settings, scope: Scope = Scope(), *, triggered_by: str = "cl
             if (settings.database_url, settings.mapping_path) not in _mapping_checked:
                 load_mapping(settings.mapping_path).check_database(conn)
                 _mapping_checked.add((settings.database_url, settings.mapping_path))
+            if scope.kind != "keys":  # a pass closes what dead processes left open (the worker: periodically)
+                runs.close_abandoned(conn, settings)
+                conn.commit()
             rid = run_id if run_id is not None else runs.create(
-                conn, ops, scope=scope.kind, params=scope.params(), triggered_by=triggered_by)
+                conn, settings, scope=scope.kind, params=scope.params(), triggered_by=triggered_by)
             effective, since = scope, None
             if scope.kind == "incremental":
                 watermark = runs.incremental_watermark(conn, ops)
@@ -540,20 +544,34 @@ class Decision:
     reason: str
 
 
-def decide(settings: Settings, result: DetectResult) -> Decision:
-    """Nothing to do, repair, or too many changes to repair blindly (major inconsistency)."""
+def decide(settings: Settings, result: DetectResult, unlimited: int = 0) -> Decision:
+    """Nothing to do, repair, or too many changes to repair blindly (major inconsistency).
+    unlimited: rows to change whose cause is known (after a lost event stream, what the lost
+    events named): repaired, not counted against the limit."""
     limit = min(settings.repair_max_changes,
                 math.floor(settings.repair_max_fraction * max(result.total_rows, 1)))
     limit = max(limit, 1)
     n = result.rows_to_change
+    counted = n - unlimited
+    known = f" ({unlimited} of them changed since the lost events: not counted)" if unlimited else ""
     if n == 0:
         return Decision("nothing", 0, limit, "no inconsistency found")
-    if n > limit:
-        return Decision("major", n, limit,
-                        f"{n} rows to change exceed the repair limit {limit} "
+    if counted > limit:
+        return Decision("major", counted, limit,
+                        f"{counted} rows to change exceed the repair limit {limit} "
                         f"(min of {settings.repair_max_changes} changes and "
-                        f"{settings.repair_max_fraction:.2%} of {result.total_rows} rows)")
-    return Decision("repair", n, limit, f"{n} rows to change, within the limit {limit}")
+                        f"{settings.repair_max_fraction:.2%} of {result.total_rows} rows){known}")
+    return Decision("repair", counted, limit, f"{n} rows to change, within the limit {limit}{known}")
+
+
+def keys_changed_since(settings: Settings, run_id: int, since: datetime) -> int:
+    """How many of the run's keys changed on either side since `since`."""
+    with connection(settings) as conn:
+        return sum(conn.execute(sql_file(
+            settings, "findings_keys_changed_since", **es.common(settings.ops_schema),
+            is_entity_finding=es.is_entity_finding("i"), room_eq_i=es.join_room_to("i"),
+            chat_eq_i=es.join_chat_to("i"), room_updated=es.rc("updated_at"), chat_updated=es.cc("updated_at")),
+            {"run_id": run_id, "since": since}).fetchone()[0] for es in entity_sql(settings))
 
 
 def residual_statement(settings: Settings, entity: Entity) -> sql.Composed:

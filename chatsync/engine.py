@@ -13,16 +13,14 @@ from datetime import datetime
 
 from psycopg import sql
 
-from chatsync import diff, metrics, runs
+from chatsync import diff, faults, locks, metrics, runs
 from chatsync.config import Settings
 from chatsync.db import connection, with_retry
 from chatsync.diff import DetectPlan, DetectResult, Decision, Scope, decide, detect
-from chatsync.errors import ChatsyncError, ValidationFailed
+from chatsync.errors import ChatsyncError, ConfigError, ValidationFailed
 from chatsync.repair import RepairResult, repair
 
 log = logging.getLogger("chatsync.engine")
-# One full pass at a time per ops schema (CLI check; the DAG has max_active_runs=1 on top).
-CHECK_LOCK = 0x6368636865636B  # "chcheck"
 
 
 def now() -> datetime:
@@ -95,23 +93,38 @@ class CheckSummary:
 
 
 def check(settings: Settings, scope: Scope = Scope(), *, do_repair: bool = False, do_validate: bool = True,
-          triggered_by: str = "cli") -> CheckSummary:
-    """detect → (repair) → (validate) → metrics, holding the pass lock for the whole pass."""
-    with connection(settings, autocommit=True) as lock_conn:
-        got = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (CHECK_LOCK,)).fetchone()[0]
-        if not got:
-            raise ChatsyncError("another consistency pass is running on this database; try again later")
-        try:
-            return _check(settings, scope, do_repair, do_validate, triggered_by)
-        finally:
-            lock_conn.execute("SELECT pg_advisory_unlock(%s)", (CHECK_LOCK,))
+          triggered_by: str = "cli", unlimited_since: datetime | None = None) -> CheckSummary:
+    """detect → (repair) → (validate) → metrics, holding the pass lock for the whole pass.
+    unlimited_since: keys changed since then are repaired without counting against the blind-
+    repair limit (the heal after a lost event stream: what the lost events named)."""
+    control = locks.control(settings)
+    if not control.take(locks.CHECK_LOCK, "the consistency pass lock", wait=False):
+        raise ChatsyncError("another consistency pass is running on this database; try again later")
+    try:
+        summary = _check(settings, scope, do_repair, do_validate, triggered_by, unlimited_since)
+        faults.pause("check:before_unlock")
+        return summary
+    finally:
+        control.release(locks.CHECK_LOCK)  # a cut control connection has released it already
 
 
-def _check(settings, scope, do_repair, do_validate, triggered_by) -> CheckSummary:
-    timings: dict[str, float] = {}
+def _check(settings, scope, do_repair, do_validate, triggered_by, unlimited_since) -> CheckSummary:
     found: DetectResult = detect(settings, scope, triggered_by=triggered_by)
-    timings["detect"] = round(found.seconds, 4)
-    decision = decide(settings, found)
+    try:
+        return _after_detect(settings, scope, found, do_repair, do_validate, triggered_by, unlimited_since)
+    except Exception as exc:
+        # the run says what happened to its data, and so does the error the caller sees
+        error = runs.fail_open(settings, found.run_id, exc)
+        if error is None or isinstance(exc, ConfigError):
+            raise
+        raise ChatsyncError(f"run {found.run_id} {error}") from exc
+
+
+def _after_detect(settings, scope, found: DetectResult, do_repair, do_validate, triggered_by,
+                  unlimited_since) -> CheckSummary:
+    timings: dict[str, float] = {"detect": round(found.seconds, 4)}
+    unlimited = diff.keys_changed_since(settings, found.run_id, unlimited_since) if unlimited_since else 0
+    decision = decide(settings, found, unlimited)
     summary = CheckSummary(found.run_id, found.scope, found.counts, decision.path, timings=timings,
                            message=decision.reason)
     remaining = found.total
@@ -128,6 +141,7 @@ def _check(settings, scope, do_repair, do_validate, triggered_by) -> CheckSummar
                          triggered_by=f"{triggered_by}:recheck")
         finish_without_validation(settings, recheck.run_id, "detected")
         remaining = recheck.total
+    faults.pause("check:before_validate")
     if do_validate and decision.path != "major":
         t0 = time.perf_counter()
         summary.validation = validate_run(settings, found.run_id)

@@ -1,4 +1,4 @@
-"""Error kinds (DESIGN.md §4): each failure is one of these, and the kind decides what happens."""
+"""Error kinds: each failure is one of these, and the kind decides what happens."""
 
 
 class ChatsyncError(Exception):

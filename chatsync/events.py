@@ -1,17 +1,19 @@
 """Room events on a Redis Stream: the types, their validation, and the publisher API.
 
-An event names *what* changed (DESIGN.md §3); the worker reconciles those keys from the room
+An event names *what* changed; the worker reconciles those keys from the room
 tables, so an event carries no new values and duplicates or reordering are harmless.
 Stream entry fields: ``event_id``, ``type``, ``room_id``, ``user_id`` (participant events),
-``occurred_at`` (ISO-8601 UTC).
+``occurred_at`` (ISO-8601 with a time zone; the Event holds it in UTC).
+Parsing is strict: whatever passes can be stored by the worker's SQL as it is.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
+from chatsync.config import WHOLE_NUMBER
 from chatsync.errors import ValidationError
 
 PARTICIPANT_EVENTS = (
@@ -20,7 +22,11 @@ PARTICIPANT_EVENTS = (
 )
 ROOM_EVENTS = ("room.status.changed", "room.archived", "room.unarchived", "room.settings.changed")
 EVENT_TYPES = PARTICIPANT_EVENTS + ROOM_EVENTS
-MAX_ID = 2**63 - 1
+MAX_ID = 2**63 - 1  # ids are bigint
+MAX_EVENT_ID_CHARS = 200
+MAX_OFFSET = timedelta(hours=15, minutes=59)  # PostgreSQL refuses a larger time zone displacement
+QUOTE_CHARS = 60  # of a bad value quoted in a reason: a 1 MB field never makes a 1 MB reason
+DISPLAY_CHARS = 2000  # of a value shown in a dead letter's jsonb `raw`
 
 
 @dataclass(frozen=True)
@@ -30,65 +36,121 @@ class Event:
     type: str
     room_id: int
     user_id: int | None
-    occurred_at: datetime
+    occurred_at: datetime  # in UTC
 
     @property
     def is_participant(self) -> bool:
         return self.type in PARTICIPANT_EVENTS
 
 
-def _text(fields: dict, name: str) -> str | None:
-    value = fields.get(name, fields.get(name.encode()))
+def _as_bytes(value) -> bytes:
+    """A field name or value as the bytes Redis holds: str as UTF-8 (a str that is no valid text,
+    holding lone surrogates, passes as the invalid UTF-8 it stands for), anything else str()'d."""
     if isinstance(value, bytes):
-        try:
-            value = value.decode()
-        except UnicodeDecodeError:
-            raise ValidationError(f"field {name!r} is not UTF-8") from None
+        return value
+    return (value if isinstance(value, str) else str(value)).encode("utf-8", "surrogatepass")
+
+
+def _cut(text: str, size: int, limit: int) -> str:
+    """text, or its first `limit` characters and the size of the whole."""
+    return text if len(text) <= limit else f"{text[:limit]}…({size} bytes)"
+
+
+def _quote(value: str | bytes) -> str:
+    """A bad value for a reason: repr (NUL and other control characters escaped), cut short."""
+    if len(value) <= QUOTE_CHARS:
+        return repr(value)
+    return f"{value[:QUOTE_CHARS]!r}…({len(_as_bytes(value))} bytes)"
+
+
+def _text(value, what: str) -> str:
+    """value as text, refusing what no text column can hold: invalid UTF-8 and NUL."""
+    raw = _as_bytes(value)
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise ValidationError(f"{what} is not UTF-8: {_quote(raw)}") from None
+    if "\x00" in text:
+        raise ValidationError(f"{what} holds a NUL byte: {_quote(text)}")
+    return text
+
+
+def _decoded(fields: dict) -> dict[str, str]:
+    """Every field of the entry as text, the unknown ones too: the whole entry is refused or none."""
+    out = {}
+    for key, value in fields.items():
+        name = _text(key, "field name")
+        out[name] = _text(value, f"field {name!r}")
+    return out
+
+
+def _positive_id(fields: dict[str, str], name: str) -> int:
+    raw = fields.get(name)
+    if not raw:
+        raise ValidationError(f"missing field {name!r}")
+    if not WHOLE_NUMBER.fullmatch(raw):  # ASCII digits; a minus sign is refused as out of range
+        raise ValidationError(f"field {name!r} is not a whole number: {_quote(raw)}")
+    digits = raw.lstrip("-").lstrip("0")
+    # measured as text first: int() of a megabyte of digits is slow, and refused past 4300 of them
+    value = int(digits) if digits and len(digits) <= len(str(MAX_ID)) else None
+    if raw.startswith("-") or value is None or value > MAX_ID:
+        raise ValidationError(f"field {name!r} is out of range: {_cut(raw, len(raw), QUOTE_CHARS)}")
     return value
 
 
-def _positive_id(fields: dict, name: str) -> int:
-    raw = _text(fields, name)
-    if raw is None or raw == "":
+def _utc_time(fields: dict[str, str], name: str) -> datetime:
+    raw = fields.get(name)
+    if not raw:
         raise ValidationError(f"missing field {name!r}")
     try:
-        value = int(raw)
+        value = datetime.fromisoformat(raw)
     except ValueError:
-        raise ValidationError(f"field {name!r} is not a whole number: {raw!r}") from None
-    if not 0 < value <= MAX_ID:
-        raise ValidationError(f"field {name!r} is out of range: {value}")
-    return value
+        raise ValidationError(f"field {name!r} is not an ISO-8601 time: {_quote(raw)}") from None
+    offset = value.utcoffset()
+    if offset is None:
+        raise ValidationError(f"field {name!r} has no time zone: {_quote(raw)}")
+    if abs(offset) > MAX_OFFSET:
+        raise ValidationError(f"field {name!r} has a time zone offset out of range (PostgreSQL takes up to "
+                              f"±15:59): {_quote(raw)}")
+    try:  # in UTC, so that nothing downstream depends on the offset
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValidationError(f"field {name!r} is out of range once in UTC (years 1 to 9999): "
+                              f"{_quote(raw)}") from None
 
 
 def parse(stream_id: str, fields: dict) -> Event:
     """A valid Event from a stream entry, or ValidationError naming what is wrong."""
-    event_id = _text(fields, "event_id")
-    if not event_id or len(event_id) > 200:
-        raise ValidationError("missing field 'event_id'" if not event_id else "field 'event_id' is longer than 200")
-    type_ = _text(fields, "type")
+    f = _decoded(fields)
+    event_id = f.get("event_id")
+    if not event_id:
+        raise ValidationError("missing field 'event_id'")
+    if len(event_id) > MAX_EVENT_ID_CHARS:
+        raise ValidationError(f"field 'event_id' is longer than {MAX_EVENT_ID_CHARS} characters: {_quote(event_id)}")
+    type_ = f.get("type")
     if type_ not in EVENT_TYPES:
-        raise ValidationError(f"unknown event type {type_!r}" if type_ else "missing field 'type'")
-    room_id = _positive_id(fields, "room_id")
-    user_id = _positive_id(fields, "user_id") if type_ in PARTICIPANT_EVENTS else None
-    raw_time = _text(fields, "occurred_at")
-    if not raw_time:
-        raise ValidationError("missing field 'occurred_at'")
-    try:
-        occurred_at = datetime.fromisoformat(raw_time.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(f"field 'occurred_at' is not an ISO-8601 time: {raw_time!r}") from None
-    if occurred_at.tzinfo is None:
-        raise ValidationError(f"field 'occurred_at' has no time zone: {raw_time!r}")
-    return Event(stream_id, event_id, type_, room_id, user_id, occurred_at)
+        raise ValidationError(f"unknown event type {_quote(type_)}" if type_ else "missing field 'type'")
+    room_id = _positive_id(f, "room_id")
+    user_id = _positive_id(f, "user_id") if type_ in PARTICIPANT_EVENTS else None
+    return Event(stream_id, event_id, type_, room_id, user_id, _utc_time(f, "occurred_at"))
 
 
-def raw_fields(fields: dict) -> dict[str, str]:
-    """The entry as JSON-safe text, for the dead-letter table."""
-    out = {}
-    for k, v in fields.items():
-        key = k.decode(errors="replace") if isinstance(k, bytes) else str(k)
-        out[key] = v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-    return out
+def raw_entry(fields: dict) -> list[bytes]:
+    """The entry exactly as read, field, value, field, value, ... as bytes: what XADD takes back,
+    so a dead letter can be put on the stream again once its cause is fixed."""
+    return [_as_bytes(part) for pair in fields.items() for part in pair]
+
+
+def _shown(value, max_chars: int) -> str:
+    raw = _as_bytes(value)
+    text = raw.decode(errors="backslashreplace").replace("\x00", "\\x00")  # jsonb cannot hold U+0000
+    return _cut(text, len(raw), max_chars)
+
+
+def display_fields(fields: dict, max_chars: int = DISPLAY_CHARS) -> dict[str, str]:
+    """The entry as readable, JSON-safe text, for the dead letter's jsonb `raw`: invalid UTF-8 as
+    backslash escapes, NUL as the four characters \\x00, long names and values cut short."""
+    return {_shown(k, max_chars): _shown(v, max_chars) for k, v in fields.items()}
 
 
 def event_fields(type: str, room_id: int, user_id: int | None = None, *,

@@ -9,6 +9,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 from datetime import datetime, timezone
 
 from chatsync.config import Settings
@@ -35,11 +36,12 @@ class EmitReport:
     events: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    unpublished: int = 0  # changes made while Redis was unreachable: their events never left
 
     def to_dict(self) -> dict:
         rate = self.events / self.seconds if self.seconds else None
         return {"events": self.events, "by_type": self.by_type, "seconds": round(self.seconds, 3),
-                "rate": round(rate, 1) if rate else None}
+                "rate": round(rate, 1) if rate else None, "unpublished": self.unpublished}
 
 
 STATEMENTS = {  # event type -> the statement making that change (include/sql/eventsim_*.sql)
@@ -113,21 +115,34 @@ class RoomService:
 
 
 def emit(settings: Settings, client, events: int, *, seed: int = 42, rate: float | None = None,
-         batch: int = 100) -> EmitReport:
+         batch: int = 100, through_outages: bool = False,
+         progress: Callable[[int, int], None] | None = None) -> EmitReport:
     """Make `events` room changes and publish them; at `rate` events/s when given (steady ticks
-    of 10 ms), as fast as possible otherwise."""
+    of 10 ms), as fast as possible otherwise. through_outages: while Redis is unreachable the
+    changes are still made and their events dropped (a fire-and-forget publisher), counted in
+    `unpublished`. progress(changes made, events published) after each tick."""
+    import redis
+
     service = RoomService(settings, client, seed)
     counts: Counter = Counter()
     per_tick = max(1, round(rate / 100)) if rate else batch
     t0 = time.perf_counter()
-    sent = 0
-    while sent < events:
-        n = min(per_tick, events - sent)
+    sent = unpublished = 0
+    while sent + unpublished < events:
+        n = min(per_tick, events - sent - unpublished)
         if rate:
-            delay = t0 + sent / rate - time.perf_counter()
+            delay = t0 + (sent + unpublished) / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        sent += service.emit_batch(n, counts)
-    report = EmitReport(sent, dict(sorted(counts.items())), time.perf_counter() - t0)
-    log.info("published %d events in %.2fs: %s", report.events, report.seconds, report.by_type)
+        try:
+            sent += service.emit_batch(n, counts)
+        except redis.RedisError:
+            if not through_outages:
+                raise
+            unpublished += n
+        if progress:
+            progress(sent + unpublished, sent)
+    report = EmitReport(sent, dict(sorted(counts.items())), time.perf_counter() - t0, unpublished)
+    log.info("published %d events in %.2fs (%d changes unpublished): %s", report.events, report.seconds,
+             unpublished, report.by_type)
     return report

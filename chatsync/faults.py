@@ -2,8 +2,10 @@
 so a test can kill the process (SIGKILL), cut its database connection, or write concurrently at
 that exact moment. Inert unless CHATSYNC_FAULT_PAUSE_AT names the point.
 
-  CHATSYNC_FAULT_PAUSE_AT=repair:in_batch   which point (repair:before_batches, repair:in_batch,
-                                            repair:after_commit)
+  CHATSYNC_FAULT_PAUSE_AT=repair:in_batch   which point (detect:before_finish, repair:before_batches,
+                                            repair:in_batch, repair:after_commit,
+                                            check:before_validate, check:before_unlock,
+                                            stream:before_heal)
   CHATSYNC_FAULT_PAUSE_SECONDS=30           how long to stop there (once per process)
   CHATSYNC_FAULT_MARKER=/tmp/x              a file written when the point is reached
 """

@@ -26,6 +26,7 @@ from psycopg import sql
 
 from chatsync.config import Settings
 from chatsync.db import connection, sql_file
+from chatsync.locks import FOLD_LOCK
 from chatsync.sqlgen import EntitySQL
 
 log = logging.getLogger("chatsync.fingerprints")
@@ -38,7 +39,6 @@ EVENTS = {
     "delete": ("OLD TABLE AS old_rows", [("old_rows", -1)]),
 }
 TRIGGER_PREFIX = "chatsync_fingerprint_"
-FOLD_LOCK = 0x6368666F6C64  # "chfold": one fold at a time, and none while a detect diffs the keys
 TRIGGERS_PER_TABLE = len(EVENTS) + 1  # + truncate
 
 

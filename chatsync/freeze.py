@@ -12,13 +12,12 @@ import logging
 from psycopg import sql
 
 from chatsync import alerts
-from chatsync.config import Settings
+from chatsync.config import MAX_FREEZE_TTL_SECONDS, Settings
 from chatsync.db import connection, sql_file
 from chatsync.errors import ConfigError
 from chatsync.mapping import load_mapping
 
 log = logging.getLogger("chatsync.freeze")
-MAX_TTL_SECONDS = 7 * 24 * 3600
 
 
 def _parts(settings: Settings) -> dict:
@@ -44,20 +43,29 @@ def _refresh_cache(settings: Settings, rooms: list[int]) -> str | None:
         client.close()
 
 
-def freeze(settings: Settings, rooms: list[int], reason: str, ttl_seconds: int, by: str = "cli") -> dict:
+def freeze(settings: Settings, rooms: list[int], reason: str, ttl_seconds: int, by: str = "cli", *,
+           require_chat_room: bool = False) -> dict:
+    """Freeze writes on these rooms. A room without a chat room gets its lease all the same and is
+    reported in no_chat_room (the major-inconsistency procedure freezes every room it names);
+    with require_chat_room it is an error instead, and nothing is frozen (the CLI's one room)."""
     if not rooms:
         raise ConfigError("freeze: no room id given")
     if not reason or not reason.strip():
         raise ConfigError("freeze: --reason is required (it is shown to operators and in the alert)")
-    if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
-        raise ConfigError(f"freeze: --ttl must be between 1 and {MAX_TTL_SECONDS} seconds, got {ttl_seconds}")
+    if not 0 < ttl_seconds <= MAX_FREEZE_TTL_SECONDS:
+        raise ConfigError(f"freeze: --ttl must be between 1 and {MAX_FREEZE_TTL_SECONDS} seconds, got {ttl_seconds}")
     with connection(settings) as conn:
         flagged = conn.execute(sql_file(settings, "freeze_rooms", **_parts(settings)), {
             "rooms": sorted(set(rooms)), "reason": reason, "by": by, "ttl": ttl_seconds}).fetchall()
+        missing = sorted(set(rooms) - {r for r, _ in flagged})
+        if require_chat_room and missing:  # raised in the transaction: the new leases roll back
+            table = load_mapping(settings.mapping_path)["chat_rooms"].qualified
+            named = f"room {missing[0]} has" if len(missing) == 1 else f"rooms {', '.join(map(str, missing))} have"
+            raise ConfigError(f"{named} no chat room ({table}): nothing frozen")
     expires = max((e for _, e in flagged), default=None)
     cache_error = _refresh_cache(settings, [r for r, _ in flagged])
     log.warning(alerts.structured("freeze", rooms=sorted(set(rooms)), reason=reason, by=by, ttl_s=ttl_seconds))
-    return {"frozen": sorted(r for r, _ in flagged), "no_chat_room": sorted(set(rooms) - {r for r, _ in flagged}),
+    return {"frozen": sorted(r for r, _ in flagged), "no_chat_room": missing,
             "expires_at": expires.isoformat() if expires else None, "cache_error": cache_error}
 
 

@@ -68,6 +68,7 @@ def figures(settings: Settings, start: datetime, end: datetime, *, with_backlog:
         repairs = dict(conn.execute(sql_file(settings, "health_repairs", ops=ops), window).fetchall())
         resolved, ttr_p50, ttr_max = conn.execute(sql_file(settings, "health_resolution", ops=ops), window).fetchone()
         steps = step_seconds(conn, settings, start, end)
+        abandoned, open_runs = conn.execute(sql_file(settings, "health_runs_abandoned", ops=ops), window).fetchone()
     total = events + dead
     return {
         "start": start.isoformat(), "end": end.isoformat(),
@@ -82,6 +83,7 @@ def figures(settings: Settings, start: datetime, end: datetime, *, with_backlog:
         "rows_repaired": {a: repairs.get(a, 0) for a in ("insert", "update", "delete")},
         "resolved": resolved, "time_to_resolution_p50_s": _f(ttr_p50), "time_to_resolution_max_s": _f(ttr_max),
         "step_seconds": steps,
+        "runs_abandoned": abandoned, "runs_open": open_runs,
         "backlog": backlog(settings) if with_backlog else None,
     }
 
@@ -99,6 +101,7 @@ def bucket_rows(f: dict) -> list[tuple[str, dict, float | None]]:
         ("inconsistencies_resolved", {}, f["resolved"]),
         ("time_to_resolution_seconds", {"stat": "p50"}, f["time_to_resolution_p50_s"]),
         ("time_to_resolution_seconds", {"stat": "max"}, f["time_to_resolution_max_s"]),
+        ("runs_abandoned", {}, f["runs_abandoned"]), ("runs_open", {}, f["runs_open"]),
     ]
     rows += [("inconsistencies_detected", {"kind": k}, v) for k, v in f["inconsistencies_detected"].items()]
     rows += [("rows_repaired", {"action": a}, v) for a, v in f["rows_repaired"].items()]

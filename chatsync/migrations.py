@@ -11,10 +11,10 @@ from psycopg import sql
 from chatsync.config import Settings
 from chatsync.db import connection
 from chatsync.errors import ConfigError
+from chatsync.locks import MIGRATION_LOCK
 
 log = logging.getLogger("chatsync.migrations")
 _NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
-_LOCK_KEY = 0x636873796E63  # "chsync": one migrator at a time
 
 
 def available(settings: Settings) -> list[tuple[int, str, Path]]:
@@ -50,7 +50,7 @@ def migrate(settings: Settings, *, reference_schema: bool = False) -> list[str]:
     ops = sql.Identifier(settings.ops_schema)
     done_now: list[str] = []
     with connection(settings) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
         try:
             with conn.transaction():
                 if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (settings.ops_schema,)).fetchone():
@@ -75,6 +75,6 @@ def migrate(settings: Settings, *, reference_schema: bool = False) -> list[str]:
                 with conn.transaction():
                     conn.execute((Path(settings.sql_dir) / "reference_schema.sql").read_text())
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
             conn.commit()
     return done_now

@@ -21,7 +21,7 @@ from datetime import datetime
 
 from psycopg import sql
 
-from chatsync import alerts, cache
+from chatsync import alerts, cache, locks
 from chatsync.config import Settings
 from chatsync.db import connection, is_transient, ops_ident
 from chatsync.errors import ChatsyncError, TransientError
@@ -29,7 +29,6 @@ from chatsync.mapping import load_mapping
 
 log = logging.getLogger("chatsync.redis_recovery")
 J = sql.SQL
-RECOVERY_LOCK = 0x63687265646973  # "chredis": one recovery at a time per database
 
 
 class LocalCache:
@@ -157,9 +156,19 @@ def queue(settings: Settings, rooms: list[int], participants: list[tuple[int, in
     return {"outage_id": outage_id, "queued": len(keys), "overflowed": overflowed}
 
 
-def note_outage(settings: Settings, error: str) -> None:
-    """Open the outage without keys (a reader or the stream lost Redis): the recovery still runs."""
-    queue(settings, [], [], source="reconnect", error=error)
+def note_outage(settings: Settings, error: str, *, data_lost: str | None = None) -> None:
+    """Open the outage without keys (a reader or the stream lost Redis): the recovery still runs.
+    data_lost: why Redis is known to have lost its data; the recovery then rebuilds every room
+    (the stream_lost alert says so: no redis_unreachable alert for it)."""
+    if data_lost is None:
+        queue(settings, [], [], source="reconnect", error=error)
+        return
+    ops = ops_ident(settings)
+    with connection(settings) as conn:
+        conn.execute(J("INSERT INTO {}.redis_outages (first_error) VALUES (%s) ON CONFLICT DO NOTHING").format(ops),
+                     (error,))
+        conn.execute(J("UPDATE {}.redis_outages SET data_lost = coalesce(data_lost, %s) WHERE ended_at IS NULL")
+                     .format(ops), (data_lost,))
 
 
 def reconnect(settings: Settings, client, max_seconds: float) -> int:
@@ -199,11 +208,12 @@ def _rooms_touched(conn, settings: Settings, outage_started, outbox_upto: int) -
 
 def plan(settings: Settings, client, scope: str = "auto") -> dict:
     """What to resync: the outbox's rooms plus the chat rows changed since the outage began, or
-    everything (asked for, the outbox overflowed, or Redis came back without the cache). A small
+    everything (asked for, Redis lost its data, the outbox overflowed, or Redis came back without
+    the cache). A small
     summary (it travels as XCom): resync and verify list the rooms again from it."""
     ops = ops_ident(settings)
     with connection(settings) as conn:
-        outage = conn.execute(J("SELECT id, started_at, overflowed FROM {}.redis_outages "
+        outage = conn.execute(J("SELECT id, started_at, overflowed, data_lost FROM {}.redis_outages "
                                 "WHERE ended_at IS NULL").format(ops)).fetchone()
         upto = conn.execute(J("SELECT coalesce(max(id), 0) FROM {}.cache_outbox").format(ops)).fetchone()[0]
         rooms = _rooms_touched(conn, settings, outage[1] if outage else None, upto)
@@ -213,6 +223,8 @@ def plan(settings: Settings, client, scope: str = "auto") -> dict:
     reason = None
     if scope == "all":
         reason = "asked for"
+    elif outage and outage[3]:
+        reason = f"Redis lost its data ({outage[3]})"
     elif outage and outage[2]:
         reason = f"the outbox overflowed (more than {settings.cache_outbox_max_rows} keys)"
     elif chat_rooms and not cached:
@@ -235,8 +247,22 @@ def resync(settings: Settings, client, planned: dict) -> dict:
     return cache.refresh(settings, client, _rooms(settings, planned)).to_dict()
 
 
+VERIFY_ROUNDS = 3
+
+
 def verify(settings: Settings, client, planned: dict) -> dict:
+    """The resynced rooms against the chat tables. A room written by a worker between the resync
+    and this check can differ for a moment (the chat tables commit first, the cache follows):
+    such rooms are resynced and checked again, VERIFY_ROUNDS times at most."""
     result = cache.verify(settings, _rooms(settings, planned), client=client)
+    for _ in range(VERIFY_ROUNDS - 1):
+        if not result.total:
+            break
+        differing = sorted(result.rooms)
+        log.info("cache verify: %d rooms differ after the resync; resyncing them again", len(differing))
+        cache.refresh(settings, client, differing)
+        again = cache.verify(settings, differing, client=client)
+        result.counts, result.examples, result.rooms = again.counts, again.examples, again.rooms
     if result.total:
         raise ChatsyncError(f"the cache still differs from the chat tables after the resync: {result.to_dict()}")
     return result.to_dict()
@@ -282,13 +308,14 @@ def recover(settings: Settings, client=None, *, scope: str = "auto", max_wait_se
     if client is None:
         return with_client(settings, lambda s, c: recover(s, c, scope=scope, max_wait_seconds=max_wait_seconds,
                                                           wait_for_lock=wait_for_lock))
-    with connection(settings, autocommit=True) as lock_conn:
-        if wait_for_lock:
-            lock_conn.execute("SELECT pg_advisory_lock(%s)", (RECOVERY_LOCK,))
-        elif not lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (RECOVERY_LOCK,)).fetchone()[0]:
-            return None
+    control = locks.control(settings)
+    if not control.take(locks.RECOVERY_LOCK, "the Redis recovery lock", wait=wait_for_lock):
+        return None
+    try:
         tries = reconnect(settings, client, max_wait_seconds)
         planned = plan(settings, client, scope)
         resynced = resync(settings, client, planned)
         out = close(settings, planned, resynced, verify(settings, client, planned))
         return {**out, "reconnect_tries": tries}
+    finally:
+        control.release(locks.RECOVERY_LOCK)

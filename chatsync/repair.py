@@ -22,7 +22,7 @@ from datetime import datetime
 
 from psycopg import sql
 
-from chatsync import faults, runs
+from chatsync import faults, locks, runs
 from chatsync.config import Settings
 from chatsync.db import connection, sql_file, unsettled_runs, with_retry
 from chatsync.diff import entity_sql
@@ -31,8 +31,6 @@ from chatsync.sqlgen import EntitySQL
 
 log = logging.getLogger("chatsync.repair")
 J = sql.SQL
-# One repair or rollback at a time per database (CLI and Airflow alike).
-REPAIR_LOCK = 0x63687265706169  # "chrepai"
 _ROOM_ID_MAX = 2**63 - 1
 
 
@@ -156,22 +154,30 @@ def repair(settings: Settings, run_id: int) -> RepairResult:
     """Repair every open finding of the run, batch by batch. Rerunning resumes where it stopped.
 
     The batches (disjoint room ranges, one transaction each) run on parallel connections while
-    this session holds the repair lock, so no other repair or rollback interleaves with them.
+    this process holds the repair lock on its control connection (chatsync.locks), so no other
+    repair or rollback interleaves with them; a cut control connection is reconnected and the
+    lock taken back.
     """
     ops = settings.ops_schema
     t0 = time.perf_counter()
     result = RepairResult(run_id)
     statements = {es.entity.name: _statements(settings, es) for es in entity_sql(settings)}
-    with connection(settings, autocommit=True) as conn:
-        run = runs.get(conn, ops, run_id)
-        if run is None:
-            raise ConfigError(f"run {run_id} does not exist")
-        if run["status"] not in ("detected", "repairing", "major", "repaired", "validation_failed"):
-            raise ConfigError(f"run {run_id} is {run['status']}: only a detected run can be repaired")
-        conn.execute("SELECT pg_advisory_lock(%s)", (REPAIR_LOCK,))  # released when conn closes
-        runs.update(conn, ops, run_id, status="repairing")
-        batches = _batches(conn, settings, run_id)
-        compression = wal_compression(conn, settings)
+    control = locks.control(settings)
+
+    def on_control(fn, what: str):
+        return control.run(fn, f"repair run {run_id}: {what}")
+
+    run = on_control(lambda c: runs.get(c, ops, run_id), "read the run")
+    if run is None:
+        raise ConfigError(f"run {run_id} does not exist")
+    if run["status"] not in ("detected", "repairing", "major", "repaired", "validation_failed"):
+        raise ConfigError(f"run {run_id} is {run['status']}: only a detected run can be repaired")
+    locks.hold_run(settings, run_id)
+    control.take(locks.REPAIR_LOCK, "the repair lock")
+    try:
+        on_control(lambda c: runs.update(c, ops, run_id, status="repairing"), "mark it repairing")
+        batches = on_control(lambda c: _batches(c, settings, run_id), "plan the batches")
+        compression = on_control(lambda c: wal_compression(c, settings), "WAL compression")
         faults.pause("repair:before_batches")
         workers = max(1, min(settings.parallel_workers(), len(batches)))
 
@@ -196,16 +202,22 @@ def repair(settings: Settings, run_id: int) -> RepairResult:
                 future.result()  # the first failure is raised; committed batches stay (resumable)
 
         result.seconds = time.perf_counter() - t0
-        totals = conn.execute(J(
-            "SELECT count(*) FILTER (WHERE rolled_back_by IS NULL), "
-            "(SELECT count(*) FROM {ops}.inconsistencies WHERE run_id = %(r)s AND status = 'skipped') "
-            "FROM {ops}.repair_audit WHERE run_id = %(r)s").format(ops=sql.Identifier(ops)),
-            {"r": run_id}).fetchone()
-        # totals over the whole run, so a resumed repair reports what the run did in all
-        # with no finding skipped, every finding of the run is resolved: it is settled
-        runs.update(conn, ops, run_id, status="repaired", repaired=totals[0], skipped=totals[1],
-                    settled_at=None if totals[1] else datetime.now().astimezone())
-        runs.add_step_duration(conn, ops, run_id, "repair", result.seconds)
+
+        def settle(conn) -> None:
+            totals = conn.execute(J(
+                "SELECT count(*) FILTER (WHERE rolled_back_by IS NULL), "
+                "(SELECT count(*) FROM {ops}.inconsistencies WHERE run_id = %(r)s AND status = 'skipped') "
+                "FROM {ops}.repair_audit WHERE run_id = %(r)s").format(ops=sql.Identifier(ops)),
+                {"r": run_id}).fetchone()
+            # totals over the whole run, so a resumed repair reports what the run did in all
+            # with no finding skipped, every finding of the run is resolved: it is settled
+            runs.update(conn, ops, run_id, status="repaired", repaired=totals[0], skipped=totals[1],
+                        settled_at=None if totals[1] else datetime.now().astimezone())
+            runs.add_step_duration(conn, ops, run_id, "repair", result.seconds)
+        on_control(settle, "record the totals")
+    finally:
+        control.release(locks.REPAIR_LOCK)
+        locks.release_run(run_id)
     log.info("run %s: repaired %d rows (%s), %d findings skipped, %d batches on %d connections, in %.3fs",
              run_id, result.repaired, result.by_action, result.skipped, result.batches, workers, result.seconds)
     return result
@@ -229,6 +241,11 @@ def rollback(settings: Settings, run_id: int, *, triggered_by: str = "cli") -> R
     Runs in one transaction under the repair lock; the restoring changes are audited under a new
     run of kind 'rollback', so a rollback can itself be rolled back.
     """
+    # one transaction: a cut connection leaves nothing behind, and the whole of it is tried again
+    return with_retry(lambda: _rollback(settings, run_id, triggered_by), settings, f"rollback of run {run_id}")
+
+
+def _rollback(settings: Settings, run_id: int, triggered_by: str) -> RollbackResult:
     ops = settings.ops_schema
     with connection(settings) as conn:
         run = runs.get(conn, ops, run_id)
@@ -237,8 +254,8 @@ def rollback(settings: Settings, run_id: int, *, triggered_by: str = "cli") -> R
         if run["status"] == "rolled_back":
             raise ConfigError(f"run {run_id} was already rolled back")
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (REPAIR_LOCK,))
-            rb_id = runs.create(conn, ops, scope="rollback", params={"run_id": run_id},
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (locks.REPAIR_LOCK,))
+            rb_id = runs.create(conn, settings, scope="rollback", params={"run_id": run_id},
                                 triggered_by=triggered_by, kind="rollback")
             result = RollbackResult(run_id, rb_id)
             for es in reversed(entity_sql(settings)):  # participants first, then rooms
@@ -247,7 +264,9 @@ def rollback(settings: Settings, run_id: int, *, triggered_by: str = "cli") -> R
                 result.skipped += skipped
             runs.update(conn, ops, rb_id, status="repaired", repaired=result.restored,
                         skipped=len(result.skipped), finished_at=datetime.now().astimezone())
-            runs.update(conn, ops, run_id, status="rolled_back")
+            # a run still open (its process died mid-repair) ends here
+            runs.update(conn, ops, run_id, status="rolled_back",
+                        **({} if run["finished_at"] else {"finished_at": datetime.now().astimezone()}))
     log.info("run %s rolled back by run %s: %d rows restored, %d skipped (changed since)",
              run_id, rb_id, result.restored, len(result.skipped))
     return result

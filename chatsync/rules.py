@@ -1,5 +1,5 @@
 """The consistency rules: one declarative list that drives the diff SQL, the repair SQL and the
-Great Expectations suite (DESIGN.md §2).
+Great Expectations suite (README, *The reference schema*).
 
 An *entity* pairs a room-side table (the truth) with its chat-side copy. Each compared *field*
 says how the chat value is derived from the room row and which inconsistency kind a difference

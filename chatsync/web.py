@@ -120,6 +120,9 @@ def prometheus_text(snap: dict) -> bytes:
             yield gauge("time_to_resolution_seconds", f"Detection to resolution of what was resolved {window}",
                         labels=["stat"], samples=[(("p50",), f["time_to_resolution_p50_s"]),
                                                   (("max",), f["time_to_resolution_max_s"])])
+            yield gauge("runs_abandoned", f"Runs closed as abandoned (their process died) {window}",
+                        f["runs_abandoned"])
+            yield gauge("runs_open", "Consistency runs open now (detecting, repairing or validating)", f["runs_open"])
             b = f.get("backlog") or {}
             yield gauge("event_backlog", "Event stream: length, consumer-group lag, pending entries",
                         labels=["measure"], samples=[((k,), b.get(k)) for k in ("length", "lag", "pending")
@@ -177,6 +180,7 @@ def render(snap: dict) -> str:
         _metric("time_to_resolution_p50_s", f["time_to_resolution_p50_s"]),
         _metric("rows_repaired", sum(f["rows_repaired"].values())),
         _metric("event_backlog", (f.get("backlog") or {}).get("length")),
+        _metric("runs_abandoned", f["runs_abandoned"]), _metric("runs_open", f["runs_open"]),
     ])
     charts = "".join(
         f"<div class='chart'><h3>{html.escape(c['title'])}</h3>"

@@ -6,6 +6,12 @@ named keys from the room tables with the consistency engine (scope ``keys``: det
 repair), record the sync log, refresh the cache of the touched rooms, and only then XACK.
 A crash anywhere before the XACK leaves the entries pending; they are delivered again and,
 since the worker reconciles from the truth, applying them twice gives the same result.
+
+No entry can block the stream: a batch that fails because of an entry's data is applied in halves
+until the entry that fails alone is found; that entry is dead-lettered with the error, the rest
+applied, recorded and acknowledged. Other failures (Postgres or Redis away, a broken setup) leave
+the batch pending; they are alerted and retried. Between batches the worker watches the stream itself
+(chatsync.stream_recovery): a Redis that lost its data is noticed and healed without a restart.
 """
 
 from __future__ import annotations
@@ -23,12 +29,12 @@ from typing import Callable
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from chatsync import alerts, cache, redis_recovery, runs
+from chatsync import alerts, cache, redis_recovery, runs, stream_recovery
 from chatsync.config import Settings
-from chatsync.db import connection, is_transient, sql_file, with_retry
+from chatsync.db import bytea_array_text, connection, is_transient, sql_file, with_retry
 from chatsync.diff import Scope, detect
-from chatsync.errors import ValidationError
-from chatsync.events import Event, parse, raw_fields
+from chatsync.errors import ChatsyncError, ValidationError
+from chatsync.events import Event, display_fields, parse, raw_entry
 from chatsync.mapping import load_mapping
 from chatsync.repair import repair
 
@@ -63,6 +69,41 @@ class BatchResult:
     run_id: int | None = None
     rooms: set[int] = field(default_factory=set)
 
+    def merged(self, other: "BatchResult") -> "BatchResult":
+        return BatchResult(self.entries + other.entries, self.applied + other.applied, self.noop + other.noop,
+                           self.duplicates + other.duplicates, self.dead_letters + other.dead_letters,
+                           other.run_id or self.run_id, self.rooms | other.rooms)
+
+
+class StreamGone(ChatsyncError):
+    """The stream or the consumer group is missing (NOGROUP): Redis may have lost its data."""
+
+
+# Failures of one entry's data (a value a chat column, a constraint or a trigger refuses, SQLSTATE
+# classes 22, 23, 27, 44, P0): that entry is isolated and dead-lettered. Any other failure that is
+# not transient (a missing table or column, a permission, a full disk, Redis out of memory) is the
+# deployment's: the batch stays pending and is alerted, so a broken setup never turns the stream
+# into dead letters.
+_ENTRY_SQLSTATE_CLASSES = ("22", "23", "27", "44", "P0")
+_REDIS_SETUP_ERRORS = ("OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "NOREPLICAS", "NOAUTH", "NOPERM",
+                       "MISCONF", "NOGROUP")
+
+
+def entry_specific(exc: BaseException) -> bool:
+    """Whether exc comes from the entries being applied rather than from the deployment."""
+    import psycopg
+    import redis
+
+    if isinstance(exc, ValidationError):
+        return True
+    if is_transient(exc) or isinstance(exc, ChatsyncError):
+        return False
+    if isinstance(exc, psycopg.Error):
+        return (exc.sqlstate or "")[:2] in _ENTRY_SQLSTATE_CLASSES
+    if isinstance(exc, redis.RedisError):
+        return isinstance(exc, redis.ResponseError) and not str(exc).startswith(_REDIS_SETUP_ERRORS)
+    return True  # an entry Python code could not handle
+
 
 def stream_backlog(client, stream: str) -> dict:
     """The stream's length, the group's lag (entries not yet delivered) and its pending entries
@@ -90,21 +131,25 @@ class Worker:
         self._own_pending = True  # after a start or a failure, re-read what we were given before
         self.cache_behind = False  # keys went to the outbox: resync them once Redis answers
         self.redis_failures = 0
-        self._ensure_group()
+        self.unreachable_since: datetime | None = None  # Redis stayed away longer than the retries
+        self.epoch = 0  # of the stream's durable record (stream_recovery)
+        self.next_watch = 0.0  # monotonic time of the next stream check (0: at once)
+        self.heal_failures = 0
+        with connection(settings) as conn:  # a wrong mapping fails the start, not every batch
+            load_mapping(settings.mapping_path).check_database(conn)
 
     # -- stream ---------------------------------------------------------------------------------
-    def _ensure_group(self) -> None:
+    def _read(self, block: bool) -> list[tuple[str, dict]]:
         import redis
 
-        def create():
-            try:
-                self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-        with_retry(create, self.settings, f"create consumer group {GROUP} on {self.stream}")
+        try:
+            return self._read_group(block)
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                raise StreamGone(str(exc)) from exc
+            raise
 
-    def _read(self, block: bool) -> list[tuple[str, dict]]:
+    def _read_group(self, block: bool) -> list[tuple[str, dict]]:
         if self._own_pending:
             reply = self.client.xreadgroup(GROUP, self.name, {self.stream: "0"}, count=self.batch_size)
             entries = reply[0][1] if reply else []
@@ -131,11 +176,36 @@ class Worker:
         return stream_backlog(self.client, self.stream)
 
     # -- one batch ------------------------------------------------------------------------------
+    def process_isolating(self, entries: list[tuple[str, dict]]) -> BatchResult:
+        """process(), and when it fails because of an entry (entry_specific), the two halves on
+        their own, down to the one entry that fails alone: dead-lettered with the error."""
+        try:
+            return self.process(entries)
+        except Exception as exc:  # noqa: BLE001 - any other failure is raised: the batch stays pending
+            if not entry_specific(exc):
+                raise
+            if len(entries) == 1:
+                return self._give_up(entries[0], exc)
+            half = len(entries) // 2
+            log.warning("worker %s: a batch of %d entries failed (%s: %s): applying it in halves to find "
+                        "the entry", self.name, len(entries), type(exc).__name__, exc)
+            return self.process_isolating(entries[:half]).merged(self.process_isolating(entries[half:]))
+
+    def _give_up(self, entry: tuple[str, dict], exc: BaseException) -> BatchResult:
+        """The one entry that fails on its own: a dead letter naming the error, recorded, acked."""
+        stream_id, fields = entry
+        result = BatchResult(entries=1)
+        self._dead_letter(result, stream_id, fields, f"cannot be applied: {type(exc).__name__}: {exc}"[:2000])
+        with_retry(lambda: self._record([], result, [stream_id]), self.settings, f"worker {self.name}: dead letter")
+        with_retry(lambda: self.client.xack(self.stream, GROUP, stream_id), self.settings, f"worker {self.name}: ack")
+        return result
+
     def process(self, entries: list[tuple[str, dict]]) -> BatchResult:
         """Validate, reconcile, record, refresh the cache, acknowledge."""
         result = BatchResult(entries=len(entries))
         events: list[Event] = []
         seen: set[str] = set()
+        as_read = dict(entries)  # a dead letter keeps the entry as read
         for stream_id, fields in entries:
             try:
                 event = parse(stream_id, fields)
@@ -147,11 +217,12 @@ class Worker:
                 continue
             seen.add(event.event_id)
             events.append(event)
-        events = self._drop_unknown_rooms(events, result)
+        events = self._drop_unknown_rooms(events, result, as_read)
         if events:
             result.run_id = with_retry(lambda: self._reconcile(events), self.settings,
                                        f"worker {self.name}: reconcile {len(events)} events")
-        with_retry(lambda: self._record(events, result), self.settings, f"worker {self.name}: sync log")
+        ids = [stream_id for stream_id, _ in entries]
+        with_retry(lambda: self._record(events, result, ids), self.settings, f"worker {self.name}: sync log")
         if self.after_commit:
             self.after_commit()
         if self.pause_before_ack:
@@ -164,18 +235,18 @@ class Worker:
             if redis_recovery.update_cache(self.settings, self.client, rooms, keys,
                                            source=f"worker:{self.name}") == "queued":
                 self.cache_behind = True
-        ids = [stream_id for stream_id, _ in entries]
         with_retry(lambda: self.client.xack(self.stream, GROUP, *ids), self.settings, f"worker {self.name}: ack")
         return result
 
     def _dead_letter(self, result: BatchResult, stream_id: str, fields: dict, reason: str) -> None:
-        raw = raw_fields(fields)
+        raw = display_fields(fields)  # readable (jsonb); raw_entry keeps the exact bytes
         result.dead_letters.append({"stream_id": stream_id, "event_id": raw.get("event_id"),
-                                    "type": raw.get("type"), "reason": reason, "raw": raw})
+                                    "type": raw.get("type"), "reason": reason, "raw": raw,
+                                    "raw_entry": raw_entry(fields)})
         log.warning(alerts.structured("dead_letter", worker=self.name, stream_id=stream_id,
                                       event_id=raw.get("event_id"), type=raw.get("type"), reason=reason))
 
-    def _drop_unknown_rooms(self, events: list[Event], result: BatchResult) -> list[Event]:
+    def _drop_unknown_rooms(self, events: list[Event], result: BatchResult, as_read: dict) -> list[Event]:
         if not events:
             return events
         rooms = load_mapping(self.settings.mapping_path)["room_rooms"]
@@ -188,9 +259,7 @@ class Worker:
         kept = []
         for e in events:
             if e.room_id in gone:
-                self._dead_letter(result, e.stream_id, {"event_id": e.event_id, "type": e.type,
-                                                        "room_id": e.room_id, "user_id": e.user_id,
-                                                        "occurred_at": e.occurred_at.isoformat()},
+                self._dead_letter(result, e.stream_id, as_read[e.stream_id],
                                   f"room {e.room_id} does not exist on the room side")
             else:
                 kept.append(e)
@@ -200,18 +269,28 @@ class Worker:
         scope = Scope("keys", rooms=tuple(sorted({e.room_id for e in events if not e.is_participant})),
                       participants=tuple(sorted({(e.room_id, e.user_id) for e in events if e.is_participant})))
         found = detect(self.settings, scope, triggered_by=f"worker:{self.name}")
-        if found.rows_to_change:
-            # events name their keys: no blind-repair threshold here (that is for full passes)
-            repair(self.settings, found.run_id)
-        with connection(self.settings) as conn:
-            runs.update(conn, self.settings.ops_schema, found.run_id,
-                        status="repaired" if found.rows_to_change else "consistent",
-                        finished_at=datetime.now().astimezone())
+        try:
+            if found.rows_to_change:
+                # events name their keys: no blind-repair threshold here (that is for full passes)
+                repair(self.settings, found.run_id)
+            with connection(self.settings) as conn:
+                runs.update(conn, self.settings.ops_schema, found.run_id,
+                            status="repaired" if found.rows_to_change else "consistent",
+                            finished_at=datetime.now().astimezone())
+        except Exception as exc:
+            runs.fail_open(self.settings, found.run_id, exc)  # the retry (or the halves) make runs of their own
+            raise
         return found.run_id
 
-    def _record(self, events: list[Event], result: BatchResult) -> None:
+    def _record(self, events: list[Event], result: BatchResult, stream_ids: list[str]) -> None:
+        """The sync log and the dead letters of a batch, and the newest entry it committed (the
+        stream's durable watermark), in one transaction."""
         ops = sql.Identifier(self.settings.ops_schema)
         with connection(self.settings) as conn:
+            if stream_ids:
+                stream_recovery.record_committed(conn, self.settings, GROUP, self.epoch,
+                                                 max(map(stream_recovery.parse_id, stream_ids)),
+                                                 max((e.occurred_at for e in events), default=None))
             if events:
                 counts = dict(conn.execute(sql_file(self.settings, "events_record_sync_log", ops=ops), {
                     "event_ids": [e.event_id for e in events], "stream_ids": [e.stream_id for e in events],
@@ -224,12 +303,17 @@ class Worker:
                 conn.execute(sql_file(self.settings, "events_record_dead_letters", ops=ops), {
                     "stream_ids": [x["stream_id"] for x in d], "event_ids": [x["event_id"] for x in d],
                     "types": [x["type"] for x in d], "reasons": [x["reason"] for x in d],
-                    "raws": [Jsonb(x["raw"]) for x in d], "worker": self.name})
+                    "raws": [Jsonb(x["raw"]) for x in d],
+                    "raw_entries": [bytea_array_text(x["raw_entry"]) for x in d], "worker": self.name})
 
     # -- the loop -------------------------------------------------------------------------------
     def step(self, block: bool = True) -> int:
         """Read and process one batch; returns how many entries it handled (0: nothing to do)."""
         try:
+            entries = with_retry(lambda: self._read(block), self.settings, f"worker {self.name}: read")
+        except StreamGone as exc:
+            log.error("worker %s: %s: checking the stream", self.name, exc)
+            self.watch()  # records the loss, recreates the group, heals
             entries = with_retry(lambda: self._read(block), self.settings, f"worker {self.name}: read")
         except Exception as exc:
             alerts.notify("sync_stream_unreadable", f"worker {self.name} cannot read {self.stream} after "
@@ -240,7 +324,7 @@ class Worker:
             return 0
         t0 = time.perf_counter()
         try:
-            result = self.process(entries)
+            result = self.process_isolating(entries)
         except Exception as exc:
             self.stats.failed_batches += 1
             self._own_pending = True  # the batch stays pending: ours to retry first
@@ -264,6 +348,40 @@ class Worker:
                                    seconds=round(time.perf_counter() - t0, 3)))
         return result.entries
 
+    def watch(self) -> dict | None:
+        """The stream against its durable record (a loss recorded, a missing group recreated),
+        runs left open by dead processes closed, then a pending heal or cache recovery done.
+        Redis errors are raised (the loop backs off); a heal that fails is retried next time
+        without holding up the events. Returns what a heal did, if one ran."""
+        unreachable = None
+        if self.unreachable_since is not None:
+            unreachable = (f"Redis was unreachable from {self.unreachable_since.isoformat(timespec='seconds')} "
+                           f"for {(datetime.now().astimezone() - self.unreachable_since).total_seconds():.0f}s")
+        state = stream_recovery.check(self.settings, self.client, GROUP, unreachable=unreachable)
+        self.unreachable_since, self.epoch = None, state.epoch
+        self.next_watch = time.monotonic() + self.settings.stream_check_seconds
+        with connection(self.settings) as conn:
+            runs.close_abandoned(conn, self.settings)
+        if not state.heal_pending:
+            if self.cache_behind:
+                self._recover_cache()
+            return None
+        try:
+            healed = stream_recovery.heal(self.settings, self.client, GROUP, self.name)
+        except Exception as exc:  # noqa: BLE001 - the heal stays pending; events go on meanwhile
+            self.heal_failures += 1
+            log.exception("worker %s: healing the stream failed (try %d); retrying in %.0fs", self.name,
+                          self.heal_failures, self.settings.stream_check_seconds)
+            if self.heal_failures == 1:
+                alerts.notify("stream_heal_failed", f"worker {self.name}: healing {self.stream} after a loss failed: "
+                              f"{type(exc).__name__}: {exc}; retried every {self.settings.stream_check_seconds}s",
+                              worker=self.name, stream=self.stream)
+            return None
+        self.heal_failures = 0
+        if healed is not None:
+            self.cache_behind, self.redis_failures = False, 0
+        return healed
+
     def run(self, *, until_idle: bool = False, max_seconds: float | None = None,
             failure_pause: float = 1.0) -> WorkerStats:
         """Process batches until stop() (SIGTERM), until the stream is drained (until_idle), or
@@ -274,12 +392,16 @@ class Worker:
             if max_seconds is not None and time.monotonic() - t0 >= max_seconds:
                 break
             try:
+                if time.monotonic() >= self.next_watch:
+                    self.watch()
                 handled = self.step(block=not until_idle)
             except Exception as exc:  # noqa: BLE001 - logged and alerted in step(); keep serving
                 pause = failure_pause
+                self.next_watch = 0.0  # after any failure, look at the stream first (Redis back empty?)
                 if redis_recovery.redis_down(exc):  # reconnect with exponential backoff and jitter
                     if not self.redis_failures:
                         redis_recovery.note_outage(self.settings, f"{type(exc).__name__}: {exc}")
+                        self.unreachable_since = datetime.now().astimezone()
                     self.redis_failures += 1
                     self.cache_behind = True
                     pause = random.uniform(0.5, 1.0) * min(self.settings.redis_reconnect_max_seconds,

@@ -111,6 +111,21 @@ def dagbag(airflow_db):
     return DagBag(dag_folder=str(REPO / "dags"), bundle_name="chatsync-tests")
 
 
+def wait_until(condition, timeout: float, what: str, every: float = 0.05):
+    """Poll condition() until it returns something true (returned), failing after timeout
+    seconds with what was awaited: tests wait for a state, never for a fixed time."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = condition()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
 def free_port() -> int:
     """A TCP port nobody listens on, for the local servers tests start (SMTP, webhook, Redis, web)."""
     import socket
@@ -162,3 +177,19 @@ def redis_settings(settings):
     for key in client.scan_iter(match=REDIS_PREFIX + "*", count=1000):
         client.delete(key)
     client.close()
+
+
+@pytest.fixture
+def world(db, redis_settings, request):
+    """A small room side copied to the chat side, the cache built, a stream of this test's own."""
+    import hashlib
+
+    from chatsync import cache
+    from chatsync.simulate import simulate
+
+    tag = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]
+    s = replace(redis_settings, events_stream=f"{redis_settings.redis_prefix}{tag}:events",
+                redis_prefix=f"{redis_settings.redis_prefix}{tag}:", retry_base_seconds=0.05)
+    simulate(s, rooms=30, members=8, drift=0, seed=1)
+    cache.resync(s)
+    return s

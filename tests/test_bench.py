@@ -75,6 +75,13 @@ def test_events_bench_runs_every_phase_and_cleans_up(redis_settings):
     assert 0 < result["steady"]["p50_s"] <= result["steady"]["p95_s"] <= result["steady"]["p99_s"] <= result["steady"]["max_s"]
     assert result["backlog"]["events"] == 300 and result["backlog"]["events_per_second"] > 0
     assert result["verify_after"] == 0
+    recovery = result["recovery"]  # Redis restarted empty under the load: healed, caught up, equal
+    assert 0 < recovery["redis_back_to_healed_s"] <= recovery["redis_back_to_caught_up_s"]
+    assert recovery["differences_after"] == 0 and recovery["cache_differences_after"] == 0
+    assert recovery["heal"]["detect_s"] > 0 and recovery["by_hand_total_s"] > 0
+    assert "recovery: Redis restarted empty" in run(redis_settings, "bench", "--suite", "events", "--participants",
+                                                    "500", "--events", "90", "--rate", "500",
+                                                    CHATSYNC_REDIS_URL=redis_settings.redis_url)[1]
     assert set(result["targets"].values()) <= {"PASS", "MISS"}
     with psycopg.connect(redis_settings.database_url) as conn:
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",

@@ -3,9 +3,12 @@ transient database errors are retried."""
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -112,3 +115,84 @@ def test_unreachable_database_is_transient_and_missing_database_is_config(clean_
         connect(replace(clean_db, database_url="postgresql://postgres@127.0.0.1:1/x"))
     with pytest.raises(ConfigError, match="does not exist"):
         connect(replace(clean_db, database_url="postgresql://postgres@127.0.0.1:5432/chatsync_no_such_db"))
+
+
+def test_an_unknown_chatsync_variable_is_refused_naming_the_closest_setting(monkeypatch):
+    monkeypatch.setenv("CHATSYNC_REPAIR_MAX_CHANGE", "5")
+    with pytest.raises(ConfigError, match=re.escape(
+            "unknown environment variable: CHATSYNC_REPAIR_MAX_CHANGE (did you mean CHATSYNC_REPAIR_MAX_CHANGES?)")):
+        Settings.from_env()
+    monkeypatch.setenv("chatsync_workers", "2")
+    monkeypatch.setenv("CHATSYNC_NOTHING_LIKE_IT", "1")
+    with pytest.raises(ConfigError, match=re.escape(
+            "unknown environment variables: CHATSYNC_NOTHING_LIKE_IT (no chatsync setting has that name), "
+            "CHATSYNC_REPAIR_MAX_CHANGE (did you mean CHATSYNC_REPAIR_MAX_CHANGES?), "
+            "chatsync_workers (did you mean CHATSYNC_WORKERS?)")):
+        Settings.from_env()
+    # the Airflow Variable's source is checked by its own code (unknown keys): from_sources stays as it was
+    assert Settings.from_sources({"CHATSYNC_REPAIR_MAX_CHANGE": "5"}).repair_max_changes == 1000
+
+
+TYPOS = {"CHATSYNC_REPAIR_MAX_CHANGE", "CHATSYNC_NOTHING_LIKE_IT"}  # the tests' own, on purpose
+
+
+def _names_in_the_repository() -> set[str]:
+    """Every CHATSYNC_* name the code, configuration and documentation use."""
+    skip = {".venv", ".uv", ".git", ".hypothesis", "benchmarks", "reports", ".chatsync", "__pycache__"}
+    found = set()
+    for folder, dirs, files in os.walk(Path(__file__).resolve().parent.parent):
+        dirs[:] = [d for d in dirs if d not in skip]
+        for name in files:
+            if Path(name).suffix in (".py", ".yml", ".yaml", ".sh", ".md", ".cfg", ".toml") or name in (
+                    "Makefile", "Dockerfile", ".env.example", "run"):
+                text = (Path(folder) / name).read_text(errors="replace")
+                found |= set(re.findall(r"(?<![A-Z_])CHATSYNC_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_*])", text))
+    return found - TYPOS
+
+
+
+def test_every_chatsync_name_in_use_is_a_setting_or_allowed(monkeypatch):
+    names = _names_in_the_repository()
+    assert {"CHATSYNC_HOME", "CHATSYNC_FAULT_PAUSE_BEFORE_ACK_MS", "CHATSYNC_DB_PASSWORD",
+            "CHATSYNC_TEST_ADMIN_URL"} <= names  # the scan sees them
+    settings = {"CHATSYNC_" + f.upper() for f in Settings.__dataclass_fields__}
+    for name in names - settings:
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("CHATSYNC_ROOM_DATABASE_URL", "postgresql://reserved")
+    Settings.from_env()  # none of them is refused
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("CHATSYNC_WORKERS", "\u0661\u0662", "CHATSYNC_WORKERS='\u0661\u0662' is not a whole number"),
+    ("CHATSYNC_WORKERS", "1_2", "CHATSYNC_WORKERS='1_2' is not a whole number"),
+    ("CHATSYNC_WORKERS", " 4 ", "CHATSYNC_WORKERS=' 4 ' is not a whole number"),
+    ("CHATSYNC_REPAIR_MAX_CHANGES", "99999999999999999999", "is out of range (a 64-bit whole number"),
+    ("CHATSYNC_RETRY_BASE_SECONDS", "nan", "CHATSYNC_RETRY_BASE_SECONDS='nan' is not a number"),
+    ("CHATSYNC_RETRY_MAX_SECONDS", "inf", "CHATSYNC_RETRY_MAX_SECONDS='inf' is not a number"),
+    ("CHATSYNC_RETRY_BASE_SECONDS", "-1", "CHATSYNC_RETRY_BASE_SECONDS=-1.0: must not be negative"),
+    ("CHATSYNC_LOCK_TIMEOUT_MS", "2147483648", "must be at most 2147483647 (PostgreSQL's limit)"),
+    ("CHATSYNC_DATABASE_URL", "postgresql://u:s3cret@h:notaport/x",
+     "port 'notaport' is not a whole number in 1..65535"),
+    ("CHATSYNC_DATABASE_URL", "host=h port=5432,0", "port '0' is not a whole number in 1..65535"),
+    ("CHATSYNC_REDIS_URL", "redis://:s3cret@h:notaport/0", "CHATSYNC_REDIS_URL is not a valid Redis URL"),
+    ("CHATSYNC_REDIS_URL", "redis://h:0/0", "port 0 is not a whole number in 1..65535"),
+    ("CHATSYNC_REDIS_URL", "http://h:6379/0", "CHATSYNC_REDIS_URL is not a valid Redis URL"),
+])
+def test_values_that_would_fail_later_are_refused_at_once(name, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as refused:
+        Settings.from_sources({name: value})
+    assert "s3cret" not in str(refused.value)
+
+
+def test_urls_refused_even_past_the_settings_check(clean_db):
+    """Settings built with replace() skip check(): connecting still fails as configuration, once."""
+    from chatsync.cache import client_for
+    from chatsync.db import connect
+
+    for url in ("postgresql://postgres@127.0.0.1:notaport/x", "postgresql://postgres@127.0.0.1:99999/x"):
+        with pytest.raises(ConfigError, match="cannot use the chatsync database"):
+            connect(replace(clean_db, database_url=url))
+    with pytest.raises(ConfigError, match="CHATSYNC_REDIS_URL is not a valid Redis URL"):
+        client_for(replace(clean_db, redis_url="redis://127.0.0.1:notaport/0"))
+    Settings.from_sources({"CHATSYNC_DATABASE_URL": clean_db.database_url,
+                           "CHATSYNC_REDIS_URL": "redis://127.0.0.1:6379/0"})  # good ones pass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import psycopg
 import pytest
@@ -14,7 +13,7 @@ from chatsync.diff import Scope, decide, detect
 from chatsync.engine import check
 from chatsync.repair import repair, rollback
 from chatsync.rules import KINDS
-from conftest import sides_equal
+from conftest import sides_equal, wait_until
 
 # A hand-made case with every kind once or twice (see the comments for what each row is).
 SMALL_CASE = """
@@ -152,6 +151,13 @@ def test_a_resumed_repair_skips_only_the_rows_it_leaves_alone(db, clean_db):
     assert db.execute("SELECT settled_at FROM chatsync.runs WHERE run_id = %s", (found.run_id,)).fetchone()[0] is None
 
 
+def waits_on_the_row_lock(db) -> None:
+    """Until a repair batch's connection is blocked on a lock (pg_stat_activity says so)."""
+    wait_until(lambda: db.execute("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND "
+                                  "application_name = 'chatsync repair' AND wait_event_type = 'Lock'").fetchone(),
+               60, "the repair to wait on the row lock")
+
+
 def test_write_committed_while_repair_waits_on_the_row_lock(db, clean_db):
     """A real concurrent transaction: it holds the row while the repair starts, then commits."""
     db.execute(SMALL_CASE)
@@ -161,7 +167,7 @@ def test_write_committed_while_repair_waits_on_the_row_lock(db, clean_db):
     result = {}
     worker = threading.Thread(target=lambda: result.update(r=repair(clean_db, found.run_id)))
     worker.start()
-    time.sleep(1.0)  # the repair is now blocked on the row lock
+    waits_on_the_row_lock(db)
     assert worker.is_alive()
     app.commit()
     app.close()
@@ -183,7 +189,7 @@ def test_any_write_while_the_repair_waits_leaves_the_row_to_the_next_run(db, cle
     result = {}
     worker = threading.Thread(target=lambda: result.update(r=repair(clean_db, found.run_id)))
     worker.start()
-    time.sleep(1.0)  # blocked on the row lock
+    waits_on_the_row_lock(db)
     app.commit()
     app.close()
     worker.join(30)
@@ -267,7 +273,7 @@ def test_incremental_without_watermark_falls_back_to_full(db, clean_db):
 
 def test_concurrent_passes_are_refused(db, clean_db, lenient):
     db.execute(SMALL_CASE)
-    from chatsync.engine import CHECK_LOCK
+    from chatsync.locks import CHECK_LOCK
     from chatsync.errors import ChatsyncError
 
     holder = psycopg.connect(clean_db.database_url, autocommit=True)
@@ -275,7 +281,8 @@ def test_concurrent_passes_are_refused(db, clean_db, lenient):
     try:
         with pytest.raises(ChatsyncError, match="another consistency pass"):
             check(lenient, do_repair=True, do_validate=False)
-    finally:
+    finally:  # released at once (a closed session's locks go a moment later, asynchronously)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (CHECK_LOCK,))
         holder.close()
     assert check(lenient, do_repair=True, do_validate=False).remaining == 0
 

@@ -3,9 +3,8 @@ dead letters, Redis going down mid-batch, a worker killed mid-batch, and the cac
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
+import re
 import signal
 import subprocess
 import sys
@@ -18,28 +17,20 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from chatsync import cache
-from chatsync.events import EVENT_TYPES, PARTICIPANT_EVENTS, event_fields, parse, publish
+from chatsync.embedded import RedisServer
+from chatsync.db import bytea_array_text, sql_file
+from chatsync.events import (EVENT_TYPES, PARTICIPANT_EVENTS, display_fields, event_fields, parse, publish,
+                             raw_entry)
 from chatsync.errors import ValidationError
 from chatsync.eventsim import RoomService, emit
 from chatsync.worker import GROUP, PAUSE_ENV, Worker
-from conftest import free_port, sides_equal
+from conftest import sides_equal
 
 CHATSYNC = str(Path(sys.executable).with_name("chatsync"))
-
-
-@pytest.fixture
-def world(db, redis_settings, request):
-    """A small room side copied to the chat side, the cache built, a stream of this test's own."""
-    from chatsync.simulate import simulate
-
-    tag = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]
-    s = replace(redis_settings, events_stream=f"{redis_settings.redis_prefix}{tag}:events",
-                redis_prefix=f"{redis_settings.redis_prefix}{tag}:", retry_base_seconds=0.05)
-    simulate(s, rooms=30, members=8, drift=0, seed=1)
-    cache.resync(s)
-    return s
 
 
 def cli_env(settings, **extra) -> dict[str, str]:
@@ -83,6 +74,120 @@ def assert_all_synced(db, settings):
 def test_malformed_events_are_named_precisely(fields, message):
     with pytest.raises(ValidationError, match=message):
         parse("1-0", {k.encode(): v.encode() for k, v in fields.items()})
+
+
+GOOD = {"event_id": "e", "type": "room.archived", "room_id": "1", "occurred_at": "2026-01-01T00:00:00Z"}
+
+
+def entry(**changes) -> dict[bytes, bytes]:
+    """A good stream entry with some fields changed, as Redis returns it (bytes to bytes)."""
+    fields = {**GOOD, **changes}
+    return {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}
+
+
+@pytest.mark.parametrize("fields, message", [
+    (entry(type="room.archived\x00"), "field 'type' holds a NUL byte: 'room.archived\\x00'"),
+    (entry(event_id="abc\x00def"), "field 'event_id' holds a NUL byte: 'abc\\x00def'"),
+    ({**entry(), b"ty\x00pe": b"x"}, "field name holds a NUL byte: 'ty\\x00pe'"),
+    (entry(type=b"room.\xffarchived"), "field 'type' is not UTF-8: b'room.\\xffarchived'"),
+    ({**entry(), b"\xfe": b"x"}, "field name is not UTF-8: b'\\xfe'"),
+    (entry(room_id="\u0661\u0662"), "field 'room_id' is not a whole number: '\u0661\u0662'"),
+    (entry(room_id="1_2"), "field 'room_id' is not a whole number: '1_2'"),
+    (entry(room_id=" 12 "), "field 'room_id' is not a whole number: ' 12 '"),
+    (entry(room_id="+12"), "field 'room_id' is not a whole number: '+12'"),
+    (entry(room_id="0"), "field 'room_id' is out of range: 0"),
+    (entry(room_id=str(2**63)), "field 'room_id' is out of range: 9223372036854775808"),
+    (entry(type="room.participant.added", user_id="1\u0662"), "field 'user_id' is not a whole number: '1\u0662'"),
+    (entry(occurred_at="2026-12-02T00:00:00+20:00"), "field 'occurred_at' has a time zone offset out of range"),
+    (entry(occurred_at="9999-12-31T23:59:59-23:59"), "field 'occurred_at' has a time zone offset out of range"),
+    (entry(occurred_at="2026-12-02T00:00:00+16:00"), "field 'occurred_at' has a time zone offset out of range"),
+    (entry(occurred_at="9999-12-31T23:59:59-15:00"), "field 'occurred_at' is out of range once in UTC"),
+    (entry(occurred_at="0001-01-01T00:00:00+01:00"), "field 'occurred_at' is out of range once in UTC"),
+    (entry(event_id="e" * 201), "field 'event_id' is longer than 200 characters"),
+])
+def test_fields_no_column_could_store_are_named_precisely(fields, message):
+    with pytest.raises(ValidationError, match=re.escape(message)) as refused:
+        parse("1-0", fields)
+    assert "\x00" not in str(refused.value)
+
+
+@pytest.mark.parametrize("name, size", [("event_id", 1_000_000), ("type", 1_000_000), ("room_id", 1_000_000),
+                                        ("occurred_at", 1_000_000)])
+def test_a_huge_field_makes_a_short_reason(name, size):
+    with pytest.raises(ValidationError) as refused:
+        parse("1-0", entry(**{name: "9" * size}))
+    reason = str(refused.value)
+    assert len(reason) < 200 and reason.endswith(f"…({size} bytes)"), reason
+
+
+@pytest.mark.parametrize("raw, utc", [
+    ("2026-01-01T15:59:00+15:59", datetime(2026, 1, 1, 0, 0, tzinfo=timezone.utc)),
+    ("2026-01-01T00:00:00-15:59", datetime(2026, 1, 1, 15, 59, tzinfo=timezone.utc)),
+    ("9999-12-31T23:59:59+15:59", datetime(9999, 12, 31, 8, 0, 59, tzinfo=timezone.utc)),
+    ("0001-01-01T00:00:00-01:00", datetime(1, 1, 1, 1, 0, tzinfo=timezone.utc)),
+    ("2026-01-01T00:00:00Z", datetime(2026, 1, 1, tzinfo=timezone.utc)),
+])
+def test_accepted_events_are_in_utc_and_postgres_stores_them(db, raw, utc):
+    event = parse("1-0", entry(type="room.participant.added", room_id=str(2**63 - 1), user_id="0042",
+                               occurred_at=raw))
+    assert event.occurred_at == utc and event.occurred_at.utcoffset() == timedelta(0)
+    assert (event.room_id, event.user_id) == (2**63 - 1, 42)
+    stored = db.execute("SELECT %s::timestamptz, %s::bigint, %s::bigint, %s::text",
+                        (event.occurred_at, event.room_id, event.user_id, event.event_id)).fetchone()
+    assert stored == (utc, 2**63 - 1, 42, "e")
+
+
+def test_raw_entry_is_exactly_what_was_read_and_display_fields_is_json_safe(db):
+    fields = {b"event_id": b"a\x00b", b"type": b"room.\xffx", "room_id": "\u0661", b"big": b"x" * 5000,
+              "n": 7}
+    assert raw_entry(fields) == [b"event_id", b"a\x00b", b"type", b"room.\xffx", b"room_id", "\u0661".encode(),
+                                 b"big", b"x" * 5000, b"n", b"7"]
+    shown = display_fields(fields)
+    assert shown["event_id"] == "a\\x00b" and shown["type"] == "room.\\xffx" and shown["room_id"] == "\u0661"
+    assert shown["big"] == "x" * 2000 + "…(5000 bytes)" and shown["n"] == "7"
+    assert display_fields({b"k": b"a\x00b", b"name" * 9: b""}, max_chars=3) == {"k": "a\\x…(3 bytes)",
+                                                                                "nam…(36 bytes)": ""}
+    stored = db.execute("SELECT %s::jsonb", (Jsonb(shown),)).fetchone()[0]  # jsonb takes it (no U+0000)
+    assert stored == shown
+
+
+def test_a_dead_letter_keeps_its_raw_entry_losslessly(db, redis_settings):
+    """The dead-letter statement as the worker binds it: raw_entries hold each entry as the text
+    of its bytea[]; the stored entry put back on the stream (XADD) reads back identical."""
+    bad = [entry(type="room.archived\x00"), entry(event_id=b"\xff\xfe"), entry()]
+    reasons = []
+    for fields in bad[:2]:
+        with pytest.raises(ValidationError) as refused:
+            parse("1-0", fields)
+        reasons.append(str(refused.value))
+    raws = [display_fields(f) for f in bad]
+    ops = sql.Identifier(redis_settings.ops_schema)
+    db.execute(sql_file(redis_settings, "events_record_dead_letters", ops=ops), {
+        "stream_ids": ["1-1", "1-2", "1-3"], "event_ids": [r.get("event_id") for r in raws],
+        "types": [r.get("type") for r in raws], "reasons": [*reasons, "no raw entry (recorded before 017)"],
+        "raws": [Jsonb(r) for r in raws], "raw_entries": [bytea_array_text(raw_entry(f)) for f in bad[:2]] + [None],
+        "worker": "w-test"})
+    rows = db.execute("SELECT stream_id, event_id, reason, raw, raw_entry FROM chatsync.dead_letters "
+                      "ORDER BY stream_id").fetchall()
+    assert [r[1] for r in rows] == ["e", "\\xff\\xfe", "e"] and rows[0][3]["type"] == "room.archived\\x00"
+    assert rows[0][2] == "field 'type' holds a NUL byte: 'room.archived\\x00'"
+    assert rows[2][4] is None
+    client = redis.Redis.from_url(redis_settings.redis_url)
+    for (_, _, reason, _, stored), fields in zip(rows[:2], bad):
+        assert stored == raw_entry(fields)
+        replayed = client.xadd(redis_settings.events_stream, dict(zip(stored[::2], stored[1::2])))
+        [(_, back)] = client.xrange(redis_settings.events_stream, replayed, replayed)
+        assert back == fields
+        with pytest.raises(ValidationError, match=re.escape(reason)):
+            parse(replayed.decode(), back)
+    client.close()
+
+
+def test_bytea_array_text_round_trips_through_postgres(db):
+    parts = [b"", b"\x00", b"\xff\xfe", b'"{}\\,', bytes(range(256))]
+    assert db.execute("SELECT %s::bytea[]", (bytea_array_text(parts),)).fetchone()[0] == parts
+    assert db.execute("SELECT %s::bytea[]", (bytea_array_text([]),)).fetchone()[0] == []
+    assert bytea_array_text(None) is None
 
 
 def test_the_publisher_refuses_what_the_worker_would_refuse():
@@ -176,34 +281,41 @@ def test_malformed_events_go_to_dead_letters_and_the_rest_applies(db, world):
     client.close()
 
 
+def test_entries_the_database_would_refuse_are_dead_letters_kept_as_read(db, world):
+    """Each of these passed validation and then failed the worker's SQL (the whole batch, at each
+    delivery) or named another room (room '١٢' as 12): each is a dead letter now, its raw_entry the
+    entry exactly as read, and the rest of the batch applies."""
+    client = redis.Redis.from_url(world.redis_url)
+    RoomService(world, client, seed=11).emit_types(["room.settings.changed", "room.participant.added"])
+    bad = {
+        "n1": (entry(event_id="n1", type="room.archived\x00"), "field 'type' holds a NUL byte"),
+        "n2\\x00x": (entry(event_id="n2\x00x"), "field 'event_id' holds a NUL byte: 'n2\\x00x'"),
+        "t1": (entry(event_id="t1", occurred_at="2026-12-02T00:00:00+20:00"), "time zone offset out of range"),
+        "t2": (entry(event_id="t2", occurred_at="9999-12-31T23:59:59-23:59"), "time zone offset out of range"),
+        "d1": (entry(event_id="d1", room_id="\u0661\u0662"), "field 'room_id' is not a whole number"),
+        "d2": (entry(event_id="d2", room_id="1_2"), "field 'room_id' is not a whole number: '1_2'"),
+        "d3": (entry(event_id="d3", room_id=" 12 "), "field 'room_id' is not a whole number: ' 12 '"),
+    }
+    for fields, _ in bad.values():
+        client.xadd(world.events_stream, fields)
+    worker = drain(world, batch_size=100)
+    assert worker.stats.failed_batches == 0 and worker.stats.dead_letters == len(bad)
+    rows = {r[0]: r[1:] for r in db.execute("SELECT event_id, reason, raw_entry FROM chatsync.dead_letters")}
+    assert rows.keys() == bad.keys()
+    for event_id, (fields, reason) in bad.items():
+        assert reason in rows[event_id][0] and "\x00" not in rows[event_id][0]
+        assert rows[event_id][1] == raw_entry(fields)
+    assert len(sync_log(db)) == 2
+    assert_all_synced(db, world)
+    client.close()
+
+
 # -- faults ------------------------------------------------------------------------------------
 
 
-class OwnRedis:
-    """A real redis-server of this test's own, with an append-only file so a restart keeps the
-    stream and the consumer group's pending entries."""
-
-    def __init__(self, data_dir: Path):
-        self.port, self.dir = free_port(), data_dir
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        for _ in range(100):
-            try:
-                if client.ping():
-                    break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        client.close()
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait()
+class OwnRedis(RedisServer):
+    """A real redis-server of this test's own (chatsync.embedded.RedisServer), that can go away
+    in the middle of a worker's batch."""
 
     def outage_after_first_commit(self, down_seconds: float):
         """A worker's after_commit hook: at its first call Redis dies, and comes back down_seconds

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 
 from chatsync import alerts, cache
@@ -74,3 +75,39 @@ def test_freeze_cli_contract(db, clean_db):
     assert bad.returncode == 2 and "--reason is required" in bad.stderr
     done = subprocess.run([CHATSYNC, "unfreeze", "2", "--json"], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and json.loads(done.stdout)["writes_resumed"] == [2] and _flag(db, 2) is False
+
+
+def test_freeze_cli_refuses_a_room_without_chat_room_and_writes_nothing(db, clean_db):
+    from chatsync.simulate import simulate
+
+    simulate(clean_db, rooms=3, members=2, drift=0, seed=3)
+    env = {**os.environ, "CHATSYNC_DATABASE_URL": clean_db.database_url}
+    refused = subprocess.run([CHATSYNC, "freeze", "99999999", "--reason", "x", "--json"], env=env,
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stdout == "", refused.stderr
+    assert refused.stderr.strip() == ("chatsync freeze: configuration error: room 99999999 has no chat room "
+                                      "(chat.chat_rooms): nothing frozen")
+    assert db.execute("SELECT count(*) FROM chatsync.freezes").fetchone()[0] == 0
+
+
+def test_a_required_chat_room_missing_rolls_back_the_other_rooms_too(db, clean_db):
+    from chatsync.errors import ConfigError
+    from chatsync.simulate import simulate
+
+    simulate(clean_db, rooms=3, members=2, drift=0, seed=3)
+    with pytest.raises(ConfigError, match=r"^rooms 998, 999 have no chat room \(chat.chat_rooms\): nothing frozen$"):
+        freeze(clean_db, [2, 999, 998], "x", 60, require_chat_room=True)
+    assert db.execute("SELECT count(*) FROM chatsync.freezes").fetchone()[0] == 0 and _flag(db, 2) is False
+    # the major-inconsistency procedure's call: rooms without a chat room are leased and reported
+    assert freeze(clean_db, [2, 999], "x", 60)["no_chat_room"] == [999]
+
+
+def test_unfreeze_cli_of_a_room_not_frozen_says_so_and_succeeds(db, clean_db):
+    from chatsync.simulate import simulate
+
+    simulate(clean_db, rooms=3, members=2, drift=0, seed=3)
+    env = {**os.environ, "CHATSYNC_DATABASE_URL": clean_db.database_url}
+    done = subprocess.run([CHATSYNC, "unfreeze", "3", "--json"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["unfrozen"] == [] and "room 3 has no freeze lease: nothing lifted" in done.stderr
+    assert _flag(db, 3) is False

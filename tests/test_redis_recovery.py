@@ -12,7 +12,7 @@ from chatsync import alerts, cache, freeze, redis_recovery
 from chatsync.worker import Worker
 from conftest import free_port, sides_equal
 from chatsync.eventsim import emit
-from test_events import OwnRedis, world  # noqa: F401 - world is a fixture
+from test_events import OwnRedis
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from chatsync.engine import check
 from chatsync.repair import repair, rollback, wal_compression
 from chatsync.worker import Worker
 from conftest import sides_equal
-from test_events import world  # noqa: F401 - the fixture: a small simulated world with its cache
 
 META = "'\";\\$`|&<>(){}[]%*?!#~^=\n\t -"
 PAYLOADS = ["'; DROP TABLE chat.chat_participants; --", "$(touch /tmp/chatsync_pwned)", "`id`; rm -rf ~",

@@ -2,7 +2,7 @@
 
 Every expected count here comes from SQL written for the test (EXCEPT / NOT EXISTS / plain
 comparisons over the reference schema), not from chatsync's rules-driven SQL, so the simulator
-and the detector are each checked against an independent reading of DESIGN.md §2.
+and the detector are each checked against an independent reading of the rules (README, *The reference schema*).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ SELECT md5(concat_ws('|',
                      ORDER BY room_id, user_id) FROM chat.chat_participants)))
 """
 
-# One independent query per kind: the number of (key, kind) pairs DESIGN.md §2 defines.
+# One independent query per kind: the number of (key, kind) pairs the rules define.
 KIND_COUNTS = {
     "missing_chat_room": """
         SELECT count(*) FROM room.rooms AS r

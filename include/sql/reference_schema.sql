@@ -1,4 +1,4 @@
--- The reference application schema (DESIGN.md §2): the room system (truth) and the chat copy.
+-- The reference application schema: the room system (truth) and the chat copy.
 -- Owned by the application, shipped here for the demo and the tests. Idempotent.
 CREATE SCHEMA IF NOT EXISTS room;
 CREATE SCHEMA IF NOT EXISTS chat;
