@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,7 +24,7 @@ from chatsync.db import connection, sql_file
 from chatsync.errors import ConfigError
 from chatsync.mapping import load_mapping
 
-CHARTS = (  # (title, metric name, labels, aggregation per step)
+CHARTS: tuple[tuple[str, str, dict[str, str], str], ...] = (  # (title, metric name, labels, aggregation per step)
     ("events synced", "events_synced", {}, "sum"),
     ("sync delay p95 (s)", "sync_delay_seconds", {"stat": "p95"}, "avg"),
     ("error rate", "error_rate", {}, "avg"),
@@ -40,17 +41,14 @@ def settings_for_web() -> Settings:
     try:
         from airflow.models.connection import Connection
 
-        from chatsync.airflow_support import DB_CONN_ID, REDIS_CONN_ID, _postgres_url, _redis_url
+        from chatsync.airflow_support import connection_urls
 
-        db = _postgres_url(Connection.get_connection_from_secrets(DB_CONN_ID))
-        try:
-            redis_url = _redis_url(Connection.get_connection_from_secrets(REDIS_CONN_ID))
-        except Exception:  # noqa: BLE001 - Redis is optional for the page
-            redis_url = settings.redis_url
+        # the same conversion as the tasks' settings_from_airflow; here through the secrets backends
+        db, redis_url = connection_urls(Connection.get_connection_from_secrets)
     except Exception as exc:  # noqa: BLE001
         raise ConfigError(f"no chatsync database for the health page: set CHATSYNC_DATABASE_URL or the "
                           f"Airflow connection 'chatsync_db' ({exc})") from None
-    return Settings.from_env(database_url=db, redis_url=redis_url)
+    return Settings.from_env(database_url=db, redis_url=redis_url or settings.redis_url)  # Redis: optional
 
 
 def snapshot(settings: Settings, now: datetime | None = None) -> dict:
@@ -138,75 +136,71 @@ def prometheus_text(snap: dict) -> bytes:
 
 
 # -- HTML -----------------------------------------------------------------------------------------
+# The page is templates/health.html.j2 (package data, found through the package, so it works from an
+# installed wheel); this module hands it data only: names, values, and the sparklines' coordinates.
 
-def _svg(points: list[tuple[str, float]], width: int = 320, height: int = 70) -> str:
+METRICS = (  # (name on the page, figure, format of a value that is not None), in the page's order
+    ("sync_success_rate", "sync_success_rate", "{:.2%}"),
+    ("events_synced", "events_synced", "{}"),
+    ("dead_letters", "dead_letters", "{}"),
+    ("sync_delay_p50_s", "sync_delay_p50_s", "{}"),
+    ("sync_delay_p95_s", "sync_delay_p95_s", "{}"),
+    ("sync_delay_max_s", "sync_delay_max_s", "{}"),
+    ("open_inconsistencies", "open_inconsistencies_total", "{}"),
+    ("time_to_resolution_p50_s", "time_to_resolution_p50_s", "{}"),
+    ("rows_repaired", "rows_repaired_total", "{}"),
+    ("event_backlog", "event_backlog", "{}"),
+    ("runs_abandoned", "runs_abandoned", "{}"),
+    ("runs_open", "runs_open", "{}"),
+)
+
+
+def _as_text(value):
+    """What every ``{{ }}`` of the templates shows: markup the template made itself (a macro's
+    output) as it is; None as nothing; anything else as text, escaped with ``html.escape`` (so the
+    entities are the ones the page has always used, ``&quot;`` and ``&#x27;`` included)."""
+    from markupsafe import Markup
+
+    if isinstance(value, Markup):
+        return value
+    return Markup(html.escape("" if value is None else str(value)))
+
+
+@functools.cache
+def _templates():
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("chatsync", "templates"), autoescape=True,
+                              finalize=_as_text, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True)
+
+
+def _sparkline(points: list[tuple[str, float]], width: int = 320, height: int = 70) -> dict:
+    """A chart's geometry, numbers only: the polyline's points (x from 0 to width, the highest value
+    6 px from the top, the lowest 6 px from the bottom) and the values at its top and bottom."""
     if not points:
-        return f"<svg width='{width}' height='{height}' class='empty'><text x='8' y='38'>no data</text></svg>"
+        return {"width": width, "height": height, "points": [], "hi": None, "lo": None}
     values = [v for _, v in points]
     lo, hi = min(values), max(values)
     span = (hi - lo) or 1.0
     step = width / max(len(points) - 1, 1)
-    coords = " ".join(f"{i * step:.1f},{height - 6 - (v - lo) / span * (height - 12):.1f}" for i, v in enumerate(values))
-    return (f"<svg width='{width}' height='{height}'><polyline fill='none' stroke='#2b6cb0' stroke-width='1.5' "
-            f"points='{coords}'/><text x='4' y='12' class='axis'>{hi:g}</text>"
-            f"<text x='4' y='{height - 2}' class='axis'>{lo:g}</text></svg>")
-
-
-def _table(rows: list[dict], columns: list[str], empty: str) -> str:
-    if not rows:
-        return f"<p class='none'>{html.escape(empty)}</p>"
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if r.get(c) is None else str(r.get(c)))}</td>"
-                                    for c in columns) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _metric(name: str, value, fmt: str = "{}") -> str:
-    shown = "–" if value is None else fmt.format(value)
-    return f"<div class='metric' data-metric='{name}'><span class='v'>{html.escape(shown)}</span><span class='n'>{name}</span></div>"
+    return {"width": width, "height": height, "hi": hi, "lo": lo,
+            "points": [(i * step, height - 6 - (v - lo) / span * (height - 12)) for i, v in enumerate(values)]}
 
 
 def render(snap: dict) -> str:
     f = snap["figures"]
-    status = "healthy" if snap["healthy"] else "ALERTING"
-    alerts = _table([{**a, "firing": "FIRING" if a["firing"] else "ok"} for a in snap["alerts"]],
-                    ["condition", "firing", "value", "threshold", "since", "message"], "no condition evaluated yet")
-    metrics = "".join([
-        _metric("sync_success_rate", f["sync_success_rate"], "{:.2%}"),
-        _metric("events_synced", f["events_synced"]), _metric("dead_letters", f["dead_letters"]),
-        _metric("sync_delay_p50_s", f["sync_delay_p50_s"]), _metric("sync_delay_p95_s", f["sync_delay_p95_s"]),
-        _metric("sync_delay_max_s", f["sync_delay_max_s"]),
-        _metric("open_inconsistencies", f["open_inconsistencies_total"]),
-        _metric("time_to_resolution_p50_s", f["time_to_resolution_p50_s"]),
-        _metric("rows_repaired", sum(f["rows_repaired"].values())),
-        _metric("event_backlog", (f.get("backlog") or {}).get("length")),
-        _metric("runs_abandoned", f["runs_abandoned"]), _metric("runs_open", f["runs_open"]),
-    ])
-    charts = "".join(
-        f"<div class='chart'><h3>{html.escape(c['title'])}</h3>"
-        + "".join(f"<div><span class='span'>{span}</span>{_svg(c['series'][span])}</div>" for span, _, _ in SPANS)
-        + "</div>" for c in snap["charts"])
-    open_rows = [{"kind": k, "open": v} for k, v in f["open_inconsistencies"].items() if v]
-    month = snap.get("latest_monthly_report")
-    report_link = (f"<p><a id='monthly-report' href='reports/monthly/{html.escape(month)}/report.html'>monthly "
-                   f"operations report {html.escape(month)}</a></p>") if month else ""
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>chatsync health</title>
-<style>body{{font-family:sans-serif;margin:24px;color:#1a202c}} h1 span{{padding:2px 10px;border-radius:4px}}
-.healthy{{background:#c6f6d5}} .ALERTING{{background:#fed7d7}} table{{border-collapse:collapse;margin:8px 0}}
-td,th{{border:1px solid #cbd5e0;padding:3px 8px;font-size:13px;text-align:left}} .metrics{{display:flex;flex-wrap:wrap;gap:10px}}
-.metric{{border:1px solid #cbd5e0;border-radius:6px;padding:8px 12px;min-width:130px}} .metric .v{{display:block;font-size:22px}}
-.metric .n{{font-size:11px;color:#4a5568}} .charts{{display:flex;flex-wrap:wrap;gap:16px}} .axis{{font-size:9px;fill:#718096}}
-.span{{font-size:11px;color:#4a5568;display:block}} .none{{color:#718096}}</style></head><body>
-<h1>chatsync <span class="{status}" id="status">{status}</span></h1>{report_link}
-<p>generated {html.escape(snap['generated_at'])}; window: last {snap['window_minutes']} minutes</p>
-<h2>Alert conditions</h2>{alerts}
-<h2>Metrics (last {snap['window_minutes']} minutes)</h2><div class="metrics">{metrics}</div>
-<h2>Trends</h2><div class="charts">{charts}</div>
-<h2>Open inconsistencies</h2>{_table(open_rows, ["kind", "open"], "none")}
-<h2>Dead letters (latest)</h2>{_table(snap["dead_letters"], ["received_at", "stream_id", "event_id", "type", "reason"], "none")}
-<h2>Frozen chats</h2>{_table(snap["frozen_chats"], ["room_id", "since"], "none")}
-<h2>Last runs</h2>{_table(snap["last_runs"], ["run_id", "kind", "scope", "status", "found", "repaired", "started_at", "triggered_by"], "none yet")}
-</body></html>"""
+    figures = {**f, "rows_repaired_total": sum(f["rows_repaired"].values()),
+               "event_backlog": (f.get("backlog") or {}).get("length")}
+    shown = [(name, "–" if figures[key] is None else fmt.format(figures[key])) for name, key, fmt in METRICS]
+    return _templates().get_template("health.html.j2").render(
+        status="healthy" if snap["healthy"] else "ALERTING", generated_at=snap["generated_at"],
+        window_minutes=snap["window_minutes"], month=snap.get("latest_monthly_report"),
+        alerts=[{**a, "firing": "FIRING" if a["firing"] else "ok"} for a in snap["alerts"]], metrics=shown,
+        charts=[{"title": c["title"], "spans": [(span, _sparkline(c["series"][span])) for span, _, _ in SPANS]}
+                for c in snap["charts"]],
+        open_rows=[{"kind": k, "open": v} for k, v in f["open_inconsistencies"].items() if v],
+        dead_letters=snap["dead_letters"], frozen_chats=snap["frozen_chats"], last_runs=snap["last_runs"])
 
 
 def create_app(settings_provider=settings_for_web):
