@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from chatsync import alerts, metrics
 from chatsync.config import Settings
-from chatsync.db import connection, ops_ident, sql_file, unsettled_runs
+from chatsync.db import connection, one, ops_ident, sql_file, unsettled_runs
 from chatsync.diff import Scope, detect
 from chatsync.repair import repair
 
@@ -108,7 +108,8 @@ def resolve_open(settings: Settings, start: datetime, end: datetime) -> dict:
 
 def daily_review(settings: Settings, start: datetime, end: datetime) -> dict:
     """The read-only half of the daily run: sync-log review and performance analysis."""
-    return jsonable({"sync_review": sync_review(settings, start, end), "performance": performance(settings, start, end)})
+    return jsonable({"sync_review": sync_review(settings, start, end),
+                     "performance": performance(settings, start, end)})
 
 
 def daily_report(settings: Settings, start: datetime, end: datetime, review: dict, resolution: dict) -> dict:
@@ -201,10 +202,12 @@ def index_care(settings: Settings, start: datetime) -> dict:
             seen.setdefault(ix["signature"], ix["index"])
             if ix["scans"] == 0 and not (ix["unique"] or ix["primary"]):
                 out["unused"].append({"index": ix["index"], "bytes": ix["bytes"]})
-            ix["leaf_density"] = _leaf_density(conn, ix["index"]) if out["bloat_measured"] and ix["am"] == "btree" else None
+            measured = out["bloat_measured"] and ix["am"] == "btree"
+            ix["leaf_density"] = _leaf_density(conn, ix["index"]) if measured else None
         for ix in indexes:
             density = ix["leaf_density"]
-            if density is None or density >= settings.reindex_max_leaf_density or ix["bytes"] < settings.reindex_min_bytes:
+            if (density is None or density >= settings.reindex_max_leaf_density
+                    or ix["bytes"] < settings.reindex_min_bytes):
                 continue
             done = conn.execute(J("SELECT details FROM {}.maintenance_actions WHERE kind = 'weekly' AND "
                                   "interval_start = %s AND action = 'reindex' AND target = %s").format(ops),
@@ -219,7 +222,7 @@ def index_care(settings: Settings, start: datetime) -> dict:
             except Exception as exc:  # noqa: BLE001 - one index failing must not stop the others
                 out["failed"].append({"index": ix["index"], "error": str(exc).strip()})
                 continue
-            after = conn.execute("SELECT pg_relation_size(%s::regclass)", (ix["index"],)).fetchone()[0]
+            after = one(conn.execute("SELECT pg_relation_size(%s::regclass)", (ix["index"],)))[0]
             details = {"index": ix["index"], "leaf_density": _f(density, 1), "bytes_before": ix["bytes"],
                        "bytes_after": after, "seconds": elapsed(t0)}
             conn.execute(J("INSERT INTO {}.maintenance_actions (kind, interval_start, action, target, details) "
@@ -309,7 +312,8 @@ def _weekly_markdown(r: dict) -> str:
     e, ix, ret = r["errors"], r["indexes"], r["retention"]
     lines = [f"# chatsync weekly report {r['interval'][0][:10]} .. {r['interval'][1][:10]}", "",
              "## Errors of the week", "| error class | this week | previous week | trend |", "|---|---|---|---|",
-             *[f"| {x['error_class']} | {x['this_week']} | {x['previous_week']} | {x['trend']} |" for x in e["top_errors"]],
+             *[f"| {x['error_class']} | {x['this_week']} | {x['previous_week']} | {x['trend']} |"
+               for x in e["top_errors"]],
              "", "## Indexes", ix.get("bloat_note", "bloat measured with pgstattuple (avg_leaf_density)"),
              *([f"- rebuilt {x['index']}: leaf density {x.get('leaf_density')} %, {x.get('bytes_before')} → "
                 f"{x.get('bytes_after')} bytes" for x in ix["reindexed"]] or ["- nothing to rebuild"]),
@@ -373,7 +377,8 @@ def month_review(settings: Settings, start: datetime, end: datetime) -> dict:
     with connection(settings) as conn:
         days = [{"day": d.date().isoformat(), "events": _f(e, 0), "dead_letters": _f(x, 0), "delay_p95_s": _f(p),
                  "open_max": _f(o, 0)} for d, e, x, p, o in
-                conn.execute(sql_file(settings, "maint_month_daily", ops=ops_ident(settings)), {"start": start, "end": end})]
+                conn.execute(sql_file(settings, "maint_month_daily", ops=ops_ident(settings)),
+                             {"start": start, "end": end})]
 
     def trend(key: str):
         values = [d[key] for d in days if d[key] is not None]
@@ -449,36 +454,17 @@ def _monthly_markdown(r: dict) -> str:
 
 
 def _html(markdown: str, title: str) -> str:
-    """A small Markdown → HTML for the report's own constructs (headings, lists, tables, images)."""
-    import html as h
-    import re
+    """The report's Markdown as an HTML page: CommonMark with tables (markdown-it-py), raw HTML in
+    the Markdown shown as text (the report quotes dead letters' reasons and error messages), in
+    templates/report.html.j2."""
+    import jinja2
+    from markdown_it import MarkdownIt
+    from markupsafe import Markup
 
-    out, in_table = [], False
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= set("-"):
-                continue
-            tag = "th" if not in_table else "td"
-            out.append(("<table>" if not in_table else "") + "<tr>" + "".join(f"<{tag}>{h.escape(c)}</{tag}>" for c in cells) + "</tr>")
-            in_table = True
-            continue
-        if in_table:
-            out.append("</table>")
-            in_table = False
-        if m := re.match(r"^(#+) (.*)", line):
-            out.append(f"<h{len(m.group(1))}>{h.escape(m.group(2))}</h{len(m.group(1))}>")
-        elif m := re.match(r"^!\[(.*)\]\((.*)\)$", line):
-            out.append(f"<img alt='{h.escape(m.group(1))}' src='{h.escape(m.group(2))}'>")
-        elif line.startswith("- "):
-            out.append(f"<li>{h.escape(line[2:])}</li>")
-        elif line:
-            out.append(f"<p>{h.escape(line)}</p>")
-    if in_table:
-        out.append("</table>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{h.escape(title)}</title><style>"
-            "body{font-family:sans-serif;margin:24px} td,th{border:1px solid #ccc;padding:2px 6px}"
-            "table{border-collapse:collapse}</style></head><body>" + "\n".join(out) + "</body></html>")
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("chatsync", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report.html.j2").render(title=title, body=Markup(body))
 
 
 # -- storage ----------------------------------------------------------------------------------------

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from conftest import sides_equal
 
 from chatsync import alerts
-from conftest import sides_equal
 
 DAY = datetime(2026, 11, 10, tzinfo=timezone.utc)
 
@@ -46,7 +46,9 @@ def _sync(db, day: datetime, n: int, delay_s: float, prefix: str) -> None:
                "FROM generate_series(1, %(n)s) AS g", {"p": prefix, "day": day, "d": delay_s, "n": n})
 
 
-def test_daily_review_flags_regressions_repairs_open_keys_and_escalates_recurring(db, clean_db, reports, captured, dagbag):
+def test_daily_review_flags_regressions_repairs_open_keys_and_escalates_recurring(
+    db, clean_db, reports, captured, dagbag
+):
     from chatsync.diff import detect
     from chatsync.simulate import simulate
 
@@ -110,16 +112,21 @@ def test_weekly_rebuilds_bloated_indexes_cleans_old_rows_and_keeps_what_is_neede
     _sync(db, end - timedelta(days=40), 30, 0.1, "old-")
     _sync(db, end - timedelta(days=10), 20, 0.1, "recent-")
     db.execute("INSERT INTO chatsync.dead_letters (stream_id, reason, raw, worker, received_at) VALUES "
-               "('d-old', 'bad', '{}', 'w', %s), ('d-new', 'bad', '{}', 'w', %s), ('d-week', 'bad ''x''', '{}', 'w', %s)",
+               "('d-old', 'bad', '{}', 'w', %s), ('d-new', 'bad', '{}', 'w', %s), "
+               "('d-week', 'bad ''x''', '{}', 'w', %s)",
                (end - timedelta(days=100), end - timedelta(days=3), WEEK + timedelta(days=1)))
-    run_id = db.execute("INSERT INTO chatsync.runs (scope, status) VALUES ('full', 'repaired') RETURNING run_id").fetchone()[0]
+    run_id = db.execute(
+        "INSERT INTO chatsync.runs (scope, status) VALUES ('full', 'repaired') RETURNING run_id"
+    ).fetchone()[0]
     old = end - timedelta(days=45)
-    db.execute("INSERT INTO chatsync.repair_audit (run_id, entity, action, room_id, user_id, before, after, changed_at) "
+    db.execute("INSERT INTO chatsync.repair_audit "
+               "(run_id, entity, action, room_id, user_id, before, after, changed_at) "
                "VALUES (%(r)s, 'participant', 'update', 1, 1, '{}', '{}', %(old)s), "
                "(%(r)s, 'participant', 'update', 2, 2, '{}', '{}', %(old)s), "
                "(%(r)s, 'participant', 'update', 3, 3, '{}', '{}', %(recent)s)",
                {"r": run_id, "old": old, "recent": end - timedelta(days=5)})
-    db.execute("INSERT INTO chatsync.inconsistencies (run_id, kind, room_id, user_id, detected_at, resolved_at, status) "
+    db.execute("INSERT INTO chatsync.inconsistencies "
+               "(run_id, kind, room_id, user_id, detected_at, resolved_at, status) "
                "VALUES (%(r)s, 'role_mismatch', 2, 2, %(old)s, NULL, 'open'), "      # keeps audit (2, 2)
                "(%(r)s, 'role_mismatch', 5, 5, %(ancient)s, %(ancient)s, 'repaired'), "  # resolved long ago: goes
                "(%(r)s, 'role_mismatch', 6, 6, %(ancient)s, NULL, 'open')",           # open: stays
@@ -131,7 +138,8 @@ def test_weekly_rebuilds_bloated_indexes_cleans_old_rows_and_keeps_what_is_neede
                                   "WHERE kind = 'weekly'").fetchone()
     rebuilt = {x["index"]: x for x in report["indexes"]["reindexed"]}
     assert "chatsync.sync_log_pkey" in rebuilt
-    assert rebuilt["chatsync.sync_log_pkey"]["bytes_before"] == before > rebuilt["chatsync.sync_log_pkey"]["bytes_after"]
+    assert (rebuilt["chatsync.sync_log_pkey"]["bytes_before"] == before
+            > rebuilt["chatsync.sync_log_pkey"]["bytes_after"])
     assert db.execute("SELECT pg_relation_size('chatsync.sync_log_pkey')").fetchone()[0] < before
     deleted = {t: v["deleted"] for t, v in report["retention"].items()}
     assert deleted["sync_log"] == 30 and deleted["dead_letters"] == 1 and deleted["inconsistencies"] == 1
@@ -204,7 +212,7 @@ def test_monthly_audit_review_capacity_and_report_files(db, clean_db, reports, d
     markdown = (folder / "report.md").read_text()
     assert "## Full consistency audit" in markdown and "FAILED" in markdown and "![events](events.png)" in markdown
     html = (folder / "report.html").read_text()
-    assert "<img alt='events' src='events.png'>" in html and "<table>" in html
+    assert '<img src="events.png" alt="events" />' in html and "<table>" in html
 
     client = TestClient(create_app(lambda: clean_db.__class__.from_env(database_url=clean_db.database_url)))
     page = client.get("/health").text

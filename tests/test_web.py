@@ -10,11 +10,12 @@ import subprocess
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
 
 import pytest
+from conftest import REPO, free_port
 
 from chatsync import health
-from conftest import REPO, free_port
 
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -36,7 +37,8 @@ def seeded(db, clean_db):
                         "'{\"role_mismatch\": 13}') RETURNING run_id").fetchone()[0]
     db.execute("INSERT INTO chatsync.inconsistencies (run_id, kind, room_id, user_id) "
                "SELECT %s, 'role_mismatch', 7, g FROM generate_series(1, 13) AS g", (run_id,))
-    db.execute("INSERT INTO chatsync.inconsistencies (run_id, kind, room_id, user_id) VALUES (%s, 'ban_mismatch', 7, 1)",
+    db.execute("INSERT INTO chatsync.inconsistencies (run_id, kind, room_id, user_id) "
+               "VALUES (%s, 'ban_mismatch', 7, 1)",
                (run_id,))
     db.execute("INSERT INTO chat.chat_rooms (room_id, status, writes_frozen) VALUES (4242, 'LIVE', true)")
     for i in range(1, 289, 12):  # a bucket every hour of the last day
@@ -61,7 +63,9 @@ def test_metrics_endpoint_parses_and_matches_the_database(seeded, db):
     assert samples[("chatsync_open_inconsistencies", (("kind", "ban_mismatch"),))] == 1
     assert samples[("chatsync_alert_firing", (("condition", "inconsistency_count"),))] == 1
     assert samples[("chatsync_alert_firing", (("condition", "sync_delay"),))] == 0
-    recent = db.execute("SELECT count(*) FROM chatsync.sync_log WHERE processed_at >= now() - interval '15 minutes'").fetchone()[0]
+    recent = db.execute(
+        "SELECT count(*) FROM chatsync.sync_log WHERE processed_at >= now() - interval '15 minutes'"
+    ).fetchone()[0]
     assert samples[("chatsync_events_synced", ())] == recent > 0
     assert abs(samples[("chatsync_sync_delay_seconds", (("stat", "p95"),))] - 0.4) < 0.01
 
@@ -117,10 +121,13 @@ def test_health_page_in_headless_chromium(seeded, db, tmp_path):
     def shown(name: str) -> str:
         return re.search(rf"data-metric=\"{name}\"><span class=\"v\">([^<]*)<", dom).group(1)
 
-    open_total = db.execute("SELECT count(*) FROM (SELECT DISTINCT kind, room_id, user_id FROM chatsync.inconsistencies "
+    open_total = db.execute("SELECT count(*) FROM (SELECT DISTINCT kind, room_id, user_id "
+                            "FROM chatsync.inconsistencies "
                             "WHERE resolved_at IS NULL) k").fetchone()[0]
     assert shown("open_inconsistencies") == str(open_total) == "14"
-    recent = db.execute("SELECT count(*) FROM chatsync.sync_log WHERE processed_at >= now() - interval '15 minutes'").fetchone()[0]
+    recent = db.execute(
+        "SELECT count(*) FROM chatsync.sync_log WHERE processed_at >= now() - interval '15 minutes'"
+    ).fetchone()[0]
     assert shown("events_synced") == str(recent)
     assert "4242" in dom and "unknown event type" in dom and dom.count("<polyline") == 8
 
@@ -129,10 +136,9 @@ def test_the_plugin_mounts_in_airflows_api_server(seeded, airflow_db, monkeypatc
     from fastapi.testclient import TestClient
 
     monkeypatch.setenv("CHATSYNC_DATABASE_URL", seeded.database_url)
+    import chatsync_plugin
     from airflow.api_fastapi.app import create_app as airflow_app
     from airflow.plugins_manager import get_plugin_info
-
-    import chatsync_plugin
 
     view = chatsync_plugin.ChatsyncPlugin.external_views[0]
     assert view["href"] == "/chatsync/health" and view["category"] == "browse"
@@ -141,3 +147,52 @@ def test_the_plugin_mounts_in_airflows_api_server(seeded, airflow_db, monkeypatc
     page = client.get("/chatsync/health")
     assert page.status_code == 200 and "chatsync" in page.text and "inconsistency_count" in page.text
     assert client.get("/chatsync/metrics").text.startswith("# HELP chatsync_")
+
+
+class _Page(HTMLParser):
+    """The elements of a page and the text of each table row's cells, as a browser would read them."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.rows, self._cell = [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.rows[-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+SCRIPT = '<script>alert("pwned")</script>'
+QUOTED = "\"><b id='x' onmouseover=\"alert(1)\">bold</b>"
+
+
+def test_free_text_on_the_page_is_shown_as_text_never_as_markup(db, clean_db):
+    from fastapi.testclient import TestClient
+
+    from chatsync.web import create_app, render, snapshot
+
+    db.execute("INSERT INTO chatsync.dead_letters (stream_id, event_id, type, reason, raw, worker) "
+               "VALUES ('9-9', %s, 'room.<i>', %s, '{}', 'w')", (QUOTED, f"unknown event type {SCRIPT}"))
+    page = TestClient(create_app(lambda: clean_db)).get("/health").text
+    # a room key that is text (the mapping may name a text column): the frozen-chats table
+    snap = snapshot(clean_db)
+    snap["frozen_chats"] = [{"room_id": SCRIPT + QUOTED, "since": None}]
+    for text in (page, render(snap)):
+        parsed = _Page()
+        parsed.feed(text)
+        assert not {"script", "b", "i"} & set(parsed.tags)  # none of it became an element
+        assert SCRIPT not in text and QUOTED not in text and "&lt;script&gt;alert(&quot;pwned&quot;)" in text
+        dead = next(r for r in parsed.rows if r[1:3] == ["9-9", QUOTED])  # shown verbatim, as text
+        assert dead[3:] == ["room.<i>", f"unknown event type {SCRIPT}"]
+    assert ["room_id", "since"] in parsed.rows and [SCRIPT + QUOTED, ""] in parsed.rows
