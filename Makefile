@@ -7,15 +7,22 @@ VENV := .venv
 UV := .uv/bin/uv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean chromium
+.PHONY: demo test lint bench install clean chromium
 
 demo: $(STAMP)
 	$(VENV)/bin/chatsync demo
 
-test: $(STAMP) chromium
+# The tests, after the linters: ruff (style, imports, likely bugs) and mypy (types of chatsync/).
+test: lint chromium
 	$(VENV)/bin/pytest
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check chatsync dags plugins tests
+	$(VENV)/bin/mypy
+
+# The benchmark's scratch databases go on the server CHATSYNC_DATABASE_URL names.
 bench: $(STAMP)
+	@[ -n "$$CHATSYNC_DATABASE_URL" ] || { echo "make bench needs CHATSYNC_DATABASE_URL (a server where it may create scratch databases)" >&2; exit 2; }
 	$(VENV)/bin/chatsync bench --participants 1000000 --drift 0.01
 
 install: $(STAMP)

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("chatsync.alerts")
 Notifier = Callable[[str, str, dict], None]

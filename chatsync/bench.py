@@ -38,14 +38,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from chatsync.config import REPO_ROOT, Settings
+from chatsync.db import one
 from chatsync.errors import ConfigError
 
 log = logging.getLogger("chatsync.bench")
@@ -79,7 +81,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux and BSD: KiB
 
 
-def _median_time(fn, repeat: int, between=None) -> tuple[float, object]:
+def _median_time(fn, repeat: int, between=None) -> tuple[float, Any]:
     """The median time of `repeat` calls of fn; `between` (untimed) runs before each call after the first."""
     times, out = [], None
     for i in range(repeat):
@@ -98,7 +100,7 @@ def _step_floor(settings: Settings, repeat: int, **_) -> dict:
 
     with connection(settings) as conn:
         query = sql_file(settings, "bench_floor_count")
-        seconds, rows = _median_time(lambda: conn.execute(query).fetchone()[0], repeat)
+        seconds, rows = _median_time(lambda: one(conn.execute(query))[0], repeat)
     return {"seconds": seconds, "rows": rows}
 
 
@@ -150,7 +152,7 @@ def _step_pandas_copy(settings: Settings, repeat: int, **_) -> dict:
 
     base = _rss_mb()
 
-    def read(conn, name: str) -> "pd.DataFrame":
+    def read(conn, name: str) -> pd.DataFrame:
         buffer = io.BytesIO()
         query = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(
             sql.SQL(_pandas_query(settings, name)))
@@ -248,7 +250,7 @@ def _step_airflow_tasks(settings: Settings, run_id: int, **_) -> dict:
     from chatsync.db import connection
 
     with_sdk = _rss_mb()
-    found, _ = _detect_as_the_dag(settings)
+    found, _parts = _detect_as_the_dag(settings)
     detect_peak = _rss_mb()
     with connection(settings) as conn:
         _forget_runs(conn, settings, [found["run_id"]])
@@ -276,13 +278,13 @@ def _step_write_overhead(settings: Settings, repeat: int, **_) -> dict:
     statement was measured too: the difference stayed inside its own run-to-run noise.)"""
     from chatsync.db import connection
 
-    one = ("UPDATE chat.chat_participants SET permissions = permissions # 2, updated_at = clock_timestamp() "
+    update_one = ("UPDATE chat.chat_participants SET permissions = permissions # 2, updated_at = clock_timestamp() "
            "WHERE room_id = %s AND user_id = %s")
     with connection(settings) as conn:
         # every 97th key in scan order (a sample of pages finds none in a small table)
         keys = conn.execute("SELECT room_id, user_id FROM chat.chat_participants "
                             "WHERE (room_id * 7919 + user_id) % 97 = 0 LIMIT 1000").fetchall()
-        superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+        superuser = one(conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))[0]
         conn.rollback()
         if not superuser:  # only a superuser may skip triggers
             raise ConfigError("the write_overhead step needs a superuser connection (session_replication_role)")
@@ -293,7 +295,7 @@ def _step_write_overhead(settings: Settings, repeat: int, **_) -> dict:
                     conn.execute("SET LOCAL session_replication_role = replica")
                 t0 = time.perf_counter()
                 for key in keys:
-                    conn.execute(one, key)
+                    conn.execute(update_one, key)
                 return time.perf_counter() - t0
 
         runs: dict[bool, list[float]] = {True: [], False: []}
@@ -313,8 +315,8 @@ def _step_bare_repair(settings: Settings, run_id: int, **_) -> dict:
         conn.execute("CHECKPOINT")  # both write steps start from the same clean buffers
     with connection(settings) as conn:
         t0 = time.perf_counter()
-        rows = conn.execute(sql_file(settings, "bench_bare_repair", ops=sql.Identifier(settings.ops_schema)),
-                            {"run_id": run_id}).fetchone()[0]
+        rows = one(conn.execute(sql_file(settings, "bench_bare_repair", ops=sql.Identifier(settings.ops_schema)),
+                            {"run_id": run_id}))[0]
         seconds = time.perf_counter() - t0
         conn.rollback()  # leave the drift for chatsync's repair
     with connection(settings, autocommit=True) as conn:
@@ -350,7 +352,8 @@ def _step_incremental(settings: Settings, run_id: int, **_) -> dict:
     return {"seconds": result.seconds, "rows": result.rows_to_change, "changed": changed}
 
 
-STEPS = {"floor": _step_floor, "foj": _step_foj, "pandas": _step_pandas, "pandas_copy": _step_pandas_copy,
+STEPS: dict[str, Callable[..., dict]] = {
+         "floor": _step_floor, "foj": _step_foj, "pandas": _step_pandas, "pandas_copy": _step_pandas_copy,
          "detect": _step_detect, "detect_sharded": _step_detect_sharded, "airflow_tasks": _step_airflow_tasks,
          "fold": _step_fold, "write_overhead": _step_write_overhead,
          "bare_repair": _step_bare_repair, "repair": _step_repair, "incremental": _step_incremental}
@@ -365,7 +368,7 @@ def _child_main(argv: list[str]) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     settings = _bench_settings(Settings.from_env(), args.database_url)
-    import chatsync.db, chatsync.diff, chatsync.repair  # noqa: E401,F401 - counted in the baseline
+    import chatsync.db  # noqa: E401,F401 - counted in the baseline
     base = _rss_mb()
     out = STEPS[args.step](settings, repeat=args.repeat, run_id=args.run_id)
     out.setdefault("baseline_rss_mb", base)
@@ -471,7 +474,7 @@ def run_bench(settings: Settings, participants: int, drift: float, seed: int = 4
                              {"runs": runs_of_history, "per_run": math.ceil(history / runs_of_history),
                               "rooms": rooms})
             conn.execute("VACUUM ANALYZE")  # visibility map and statistics as in a settled database
-            server = conn.execute("SHOW server_version").fetchone()[0]
+            server = one(conn.execute("SHOW server_version"))[0]
         _run_child("floor", url, repeat=1)  # warm the cache once, untimed
         results = {"floor": _run_child("floor", url, repeat), "foj": _run_child("foj", url, repeat)}
         if not skip_pandas:
@@ -604,7 +607,8 @@ def format_table(out: dict) -> str:
         lines.append("chatsync repair, each trial: " + ", ".join(f"{rows / s:,.0f}" for s in each if s) + " rows/s")
     if tasks := out["steps"].get("airflow_tasks"):
         lines.append(f"Airflow task processes (Task SDK loaded: {tasks['task_sdk_rss_mb']:.0f} MB): detect tasks peak "
-                     f"{tasks['detect_task_peak_rss_mb']:.0f} MB, validate (GX) peak {tasks['validate_task_peak_rss_mb']:.0f} MB")
+                     f"{tasks['detect_task_peak_rss_mb']:.0f} MB, validate (GX) peak "
+                     f"{tasks['validate_task_peak_rss_mb']:.0f} MB")
     if w := out["steps"].get("write_overhead"):
         lines.append(f"Fingerprint triggers on application writes: a single-row UPDATE takes "
                      f"{w['ms_per_statement_with_triggers']} ms against {w['ms_per_statement_without_triggers']} ms "

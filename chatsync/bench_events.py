@@ -28,7 +28,7 @@ from psycopg import sql
 from chatsync import cache
 from chatsync.bench import _drop_database, _save, _scratch_database
 from chatsync.config import REPO_ROOT, Settings
-from chatsync.db import connection
+from chatsync.db import connection, one
 from chatsync.errors import ConfigError
 
 log = logging.getLogger("chatsync.bench")
@@ -37,8 +37,9 @@ TARGETS = {"p99_delay_seconds_max": 0.5, "drain_events_per_second_min": 5000, "r
 
 
 def _worker_process(settings: Settings, name: str, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "CHATSYNC_DATABASE_URL": settings.database_url, "CHATSYNC_REDIS_URL": settings.redis_url,
-           "CHATSYNC_EVENTS_STREAM": settings.events_stream, "CHATSYNC_REDIS_PREFIX": settings.redis_prefix}
+    env = {**os.environ, "CHATSYNC_DATABASE_URL": settings.require_database(),
+           "CHATSYNC_REDIS_URL": settings.redis_url or "", "CHATSYNC_EVENTS_STREAM": settings.events_stream,
+           "CHATSYNC_REDIS_PREFIX": settings.redis_prefix}
     # the worker logs a line per batch: to a file, a pipe nobody reads would fill and block it
     log_path = REPO_ROOT / "benchmarks" / "results" / f"worker_{name}_{os.getpid()}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,8 +65,8 @@ def _wait_synced(settings: Settings, worker: str, expected: int, timeout: float)
     deadline = time.monotonic() + timeout
     with connection(settings, autocommit=True) as conn:
         while True:
-            n = conn.execute(sql.SQL("SELECT count(*) FROM {}.sync_log WHERE worker = %s").format(
-                sql.Identifier(settings.ops_schema)), (worker,)).fetchone()[0]
+            n = one(conn.execute(sql.SQL("SELECT count(*) FROM {}.sync_log WHERE worker = %s").format(
+                sql.Identifier(settings.ops_schema)), (worker,)))[0]
             if n >= expected:
                 return
             if time.monotonic() > deadline:
@@ -88,7 +89,7 @@ def run_events_bench(settings: Settings, participants: int, events: int, rate: f
     prefix = f"chatsync_bench_{os.getpid()}:"
     url = _scratch_database(server_url, name)
     s = replace(settings, database_url=url, redis_prefix=prefix, events_stream=prefix + "events")
-    client = redis.Redis.from_url(s.redis_url)
+    client = redis.Redis.from_url(settings.redis_url)
     started = time.perf_counter()
     out: dict = {"participants": None, "events": events, "rate": rate, "seed": seed, "batch": batch,
                  "scratch_database": name, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -98,7 +99,7 @@ def run_events_bench(settings: Settings, participants: int, events: int, rate: f
         out["participants"], out["rooms"] = report.participants, report.rooms
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
-            out["postgres"] = conn.execute("SHOW server_version").fetchone()[0]
+            out["postgres"] = one(conn.execute("SHOW server_version"))[0]
         out["redis"] = client.info("server")["redis_version"]
 
         log.info("bench events: cache resync of %d participants", report.participants)
@@ -137,7 +138,8 @@ def run_events_bench(settings: Settings, participants: int, events: int, rate: f
         _drop_database(server_url, name)
     out["targets"] = {
         "p99 sync delay under 0.5 s at the steady rate":
-            "PASS" if out["steady"]["p99_s"] is not None and out["steady"]["p99_s"] < TARGETS["p99_delay_seconds_max"] else "MISS",
+            "PASS" if out["steady"]["p99_s"] is not None
+            and out["steady"]["p99_s"] < TARGETS["p99_delay_seconds_max"] else "MISS",
         "backlog drain >= 5,000 events/s":
             "PASS" if (out["backlog"]["events_per_second"] or 0) >= TARGETS["drain_events_per_second_min"] else "MISS",
         "cache resync of all participants under 5 s":
@@ -150,8 +152,8 @@ def run_events_bench(settings: Settings, participants: int, events: int, rate: f
 
 def _stream_row(settings: Settings) -> tuple:
     with connection(settings) as conn:
-        return conn.execute(sql.SQL("SELECT healed_at, heal_run_id, losses FROM {}.event_streams WHERE stream = %s")
-                            .format(sql.Identifier(settings.ops_schema)), (settings.events_stream,)).fetchone()
+        return one(conn.execute(sql.SQL("SELECT healed_at, heal_run_id, losses FROM {}.event_streams WHERE stream = %s")
+                            .format(sql.Identifier(settings.ops_schema)), (settings.events_stream,)))
 
 
 def _recovery(settings: Settings, events: int, rate: float, seed: int) -> dict:
@@ -199,10 +201,10 @@ def _recovery(settings: Settings, events: int, rate: float, seed: int) -> dict:
             time.sleep(0.05)
         with connection(s) as conn:
             ops = sql.Identifier(s.ops_schema)
-            steps, repaired = conn.execute(sql.SQL("SELECT step_durations, repaired FROM {}.runs WHERE run_id = %s")
-                                           .format(ops), (row[1],)).fetchone()
-            resynced, verified = conn.execute(sql.SQL("SELECT resynced, verified FROM {}.redis_outages "
-                                                      "ORDER BY id DESC LIMIT 1").format(ops)).fetchone()
+            steps, repaired = one(conn.execute(sql.SQL("SELECT step_durations, repaired FROM {}.runs WHERE run_id = %s")
+                                           .format(ops), (row[1],)))
+            resynced, verified = one(conn.execute(sql.SQL("SELECT resynced, verified FROM {}.redis_outages "
+                                                      "ORDER BY id DESC LIMIT 1").format(ops)))
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=60)
         # the same steps by hand, one after the other, on the settled data

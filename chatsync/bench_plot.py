@@ -14,7 +14,8 @@ from pathlib import Path
 from chatsync.config import REPO_ROOT
 
 SERIES = [("floor", "count(*) of both tables (floor)", "k:"), ("foj", "bare FULL OUTER JOIN", "C3--"),
-          ("detect", "chatsync detect (full)", "C0-"), ("incremental", "chatsync detect (incremental, 1 % changed)", "C2-"),
+          ("detect", "chatsync detect (full)", "C0-"),
+          ("incremental", "chatsync detect (incremental, 1 % changed)", "C2-"),
           ("repair", "chatsync repair + audit", "C1-.")]
 
 

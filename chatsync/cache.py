@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 from psycopg import sql
 
@@ -158,7 +158,7 @@ def apply_keys(settings: Settings, client, rooms: Iterable[int],
     command, so no reader sees a partial room. Returns the number of cache writes."""
     rooms, participants = sorted(set(rooms)), sorted(set(participants))
     m = load_mapping(settings.mapping_path)
-    t_rooms, t_parts = m["chat_rooms"], m["chat_participants"]
+    t_parts = m["chat_participants"]
     q_rooms = _queries(settings)[0]
     q_keys = sql_file(settings, "cache_chat_participant_keys", chat_participants=t_parts.ident,
                       **{c: t_parts.col(c) for c in ("room_id", "user_id", "role", "permissions", "banned")})

@@ -13,10 +13,9 @@ import logging
 import math
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
-from chatsync.config import (DECIMAL_NUMBER, MAX_FREEZE_TTL_SECONDS, REDIS_SOCKET_TIMEOUT_SECONDS, WHOLE_NUMBER,
-                             Settings)
+from chatsync.config import DECIMAL_NUMBER, MAX_FREEZE_TTL_SECONDS, REDIS_SOCKET_TIMEOUT_SECONDS, WHOLE_NUMBER, Settings
 from chatsync.errors import ChatsyncError, ConfigError
 from chatsync.events import MAX_ID
 
@@ -89,7 +88,18 @@ _share_of_rooms = _fraction(1.0)  # --drift-rooms: its default, 1, spreads the d
 
 
 def settings_for_cli() -> Settings:
-    """Settings from the environment; without CHATSYNC_DATABASE_URL, the embedded demo services."""
+    """Settings from the environment; a command with no database named stops here (exit 2): only
+    `chatsync demo` starts a database of its own (demo_settings)."""
+    settings = Settings.from_env()
+    if not settings.database_url:
+        raise ConfigError("no database named: set CHATSYNC_DATABASE_URL (e.g. "
+                          "postgresql://chatsync@db.example.com:5432/app); only `chatsync demo` starts an "
+                          "embedded Postgres and Redis by itself")
+    return settings
+
+
+def demo_settings() -> Settings:
+    """The demo's settings: CHATSYNC_DATABASE_URL when set, else the embedded services."""
     settings = Settings.from_env()
     if settings.database_url:
         return settings
@@ -191,9 +201,9 @@ def cmd_publish(args) -> tuple[int, dict]:
 
 
 def cmd_freeze(args) -> tuple[int, dict]:
-    from chatsync.freeze import freeze
-
     import getpass
+
+    from chatsync.freeze import freeze
 
     return EXIT_OK, freeze(settings_for_cli(), [args.room_id], args.reason, args.ttl, by=f"cli:{getpass.getuser()}",
                            require_chat_room=True)  # a room named on the command line must exist

@@ -13,10 +13,11 @@ import difflib
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from chatsync.errors import ConfigError
 
@@ -138,7 +139,7 @@ class Settings:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def from_sources(cls, *sources: Mapping[str, str], **explicit: Any) -> "Settings":
+    def from_sources(cls, *sources: Mapping[str, str], **explicit: Any) -> Settings:
         """Build settings from ordered sources (later wins) of ``CHATSYNC_*`` style names."""
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
@@ -156,7 +157,7 @@ class Settings:
         return settings
 
     @classmethod
-    def from_env(cls, **explicit: Any) -> "Settings":
+    def from_env(cls, **explicit: Any) -> Settings:
         check_environment(os.environ)
         return cls.from_sources(os.environ, **explicit)
 
@@ -184,7 +185,8 @@ class Settings:
             raise bad("error_rate", "must be a fraction in [0, 1]")
         if not self.stream_check_seconds > 0:
             raise bad("stream_check_seconds", "must be a positive number of seconds")
-        for name in ("incremental_overlap_seconds", "run_lease_seconds", "workers", "error_rate_min_events", "alert_repeat_minutes",
+        for name in ("incremental_overlap_seconds", "run_lease_seconds", "workers", "error_rate_min_events",
+                     "alert_repeat_minutes",
                      "recurring_runs", "reindex_min_bytes", "retention_batch_rows", "retention_sync_log_days",
                      "retention_dead_letters_days", "retention_metrics_days", "retention_alert_log_days",
                      "retention_findings_days", "rollback_window_days", "detect_parallel_min_rows",

@@ -12,13 +12,14 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timezone
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
 from chatsync import runs
 from chatsync.config import REPO_ROOT, Settings, default_home
-from chatsync.db import connection
+from chatsync.db import connection, one
 from chatsync.rules import KINDS
 
 DAG_ID = "chat_consistency_hourly"
@@ -26,8 +27,8 @@ DAG_ID = "chat_consistency_hourly"
 
 def airflow_connection_json(database_url: str) -> str:
     """The chatsync_db Airflow connection for a libpq URL (socket directories included)."""
-    params = conninfo_to_dict(database_url)
-    conn = {"conn_type": "postgres", "host": params.get("host", "localhost"),
+    params = {k: str(v) for k, v in conninfo_to_dict(database_url).items() if v is not None}
+    conn: dict[str, str | int] = {"conn_type": "postgres", "host": params.get("host", "localhost"),
             "login": params.get("user", "postgres"), "schema": params.get("dbname", "postgres")}
     if params.get("port"):
         conn["port"] = int(params["port"])
@@ -55,7 +56,7 @@ def _step(title: str) -> None:
 
 
 def run_demo(rooms: int, members: int, drift: float, seed: int) -> tuple[int, dict]:
-    from chatsync.cli import settings_for_cli
+    from chatsync.cli import demo_settings
     from chatsync.migrations import migrate
     from chatsync.simulate import simulate
 
@@ -66,7 +67,7 @@ def run_demo(rooms: int, members: int, drift: float, seed: int) -> tuple[int, di
 
     _step("services")
     t0 = time.perf_counter()
-    settings = settings_for_cli()
+    settings = demo_settings()
     timings["services"] = time.perf_counter() - t0
     embedded = not os.environ.get("CHATSYNC_DATABASE_URL")
     print(f"Postgres: {'embedded (pgserver)' if embedded else 'CHATSYNC_DATABASE_URL'} {settings.database_url}")
@@ -104,8 +105,8 @@ def run_demo(rooms: int, members: int, drift: float, seed: int) -> tuple[int, di
         print("\n(no Redis configured: set CHATSYNC_REDIS_URL to include the event road)")
 
     with connection(settings) as conn:
-        run_id = conn.execute("SELECT max(run_id) FROM chatsync.runs WHERE kind = 'check' "
-                              "AND triggered_by LIKE %s", (f"airflow:{DAG_ID}/%",)).fetchone()[0]
+        run_id = one(conn.execute("SELECT max(run_id) FROM chatsync.runs WHERE kind = 'check' "
+                              "AND triggered_by LIKE %s", (f"airflow:{DAG_ID}/%",)))[0]
         run = runs.get(conn, settings.ops_schema, run_id) if run_id else None
         by_action = dict(conn.execute("SELECT action, count(*) FROM chatsync.repair_audit WHERE run_id = %s "
                                       "GROUP BY action", (run_id,)).fetchall()) if run_id else {}
@@ -120,7 +121,7 @@ def run_demo(rooms: int, members: int, drift: float, seed: int) -> tuple[int, di
 
 def _event_road(settings: Settings, seed: int, n: int = 500) -> dict:
     """The main road: room changes published as events, one worker syncs chat tables and cache."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from chatsync import cache
     from chatsync.eventsim import emit

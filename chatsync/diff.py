@@ -24,7 +24,7 @@ from psycopg import sql
 
 from chatsync import faults, fingerprints, runs
 from chatsync.config import Settings
-from chatsync.db import connection, sql_file, with_retry
+from chatsync.db import connection, one, sql_file, with_retry
 from chatsync.errors import ConfigError
 from chatsync.mapping import load_mapping
 from chatsync.rules import ENTITIES, KINDS, Entity
@@ -160,7 +160,7 @@ def _bind(scope: Scope, run_id: int, entity: Entity) -> dict:
     params: dict = {"run_id": run_id, "kinds": list(entity.kinds)}
     if scope.kind == "rooms":
         params["rooms"] = list(scope.rooms)
-    if scope.kind == "range":
+    if scope.kind == "range" and scope.room_range:
         params["room_lo"], params["room_hi"] = scope.room_range
     return params
 
@@ -175,8 +175,8 @@ def table_rows(conn, settings: Settings) -> int:
     for es in entity_sql(settings):
         est = es.room.reltuples(conn)
         if est is None or est < 100_000:
-            est = conn.execute(J("SELECT count(*) FROM {}").format(es.room.ident)).fetchone()[0]
-        total += est
+            est = one(conn.execute(J("SELECT count(*) FROM {}").format(es.room.ident)))[0]
+        total += int(est or 0)
     return total
 
 
@@ -201,7 +201,7 @@ class DetectPlan:
                 "since": self.since.isoformat() if self.since else None}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DetectPlan":
+    def from_dict(cls, d: dict) -> DetectPlan:
         p = d.get("scope_params") or {}
         scope = Scope(d["scope"], rooms=tuple(p.get("rooms", ())),
                       participants=tuple(tuple(k) for k in p.get("participants", ())),
@@ -248,7 +248,7 @@ def begin(settings: Settings, scope: Scope = Scope(), *, triggered_by: str = "cl
                     effective = Scope("full")
                 else:
                     since = watermark - timedelta(seconds=settings.incremental_overlap_seconds)
-            started = conn.execute("SELECT now()").fetchone()[0]
+            started = one(conn.execute("SELECT now()"))[0]
             runs.update(conn, ops, rid, scope=effective.kind, detect_started_at=started)
             return DetectPlan(rid, effective, started, since)
 
@@ -270,7 +270,7 @@ def shards(settings: Settings, plan: DetectPlan) -> list[Scope | None]:
         n = min(settings.detect_max_shards, math.ceil(rows / settings.detect_shard_rows))
         if n <= 1:
             return [None]
-        ranges = _split(conn, per_room, plan.scope, n)
+        ranges: list[Scope | None] = list(_split(conn, per_room, plan.scope, n))
         return ranges if len(ranges) > 1 else [None]
 
 
@@ -312,13 +312,13 @@ def finish(settings: Settings, plan: DetectPlan, *, seconds: float | None = None
         for kind, n in conn.execute(J("SELECT kind, count(*) FROM {}.inconsistencies WHERE run_id = %s "
                                       "GROUP BY kind").format(sql.Identifier(ops)), (run_id,)):
             counts[kind] = n
-        rows_to_change = conn.execute(J(
+        rows_to_change = one(conn.execute(J(
             "SELECT count(*) FROM (SELECT DISTINCT room_id, user_id FROM {}.inconsistencies "
-            "WHERE run_id = %s) AS k").format(sql.Identifier(ops)), (run_id,)).fetchone()[0]
+            "WHERE run_id = %s) AS k").format(sql.Identifier(ops)), (run_id,)))[0]
         total_rows = table_rows(conn, settings)
         if seconds is None:
-            seconds = conn.execute("SELECT extract(epoch FROM clock_timestamp() - %s)::float8",
-                                   (plan.detect_started_at,)).fetchone()[0]
+            seconds = one(conn.execute("SELECT extract(epoch FROM clock_timestamp() - %s)::float8",
+                                   (plan.detect_started_at,)))[0]
         runs.update(conn, ops, run_id, status="detected", error=None, counts=counts,
                     rows_to_change=rows_to_change, total_rows=total_rows)
         runs.add_step_duration(conn, ops, run_id, "detect", seconds)
@@ -374,14 +374,14 @@ def _split(conn, es: EntitySQL, scope: Scope, parts: int) -> list[Scope]:
     """Room-id ranges covering the scope (full: every room id; range: its range), cut evenly
     over the ids the tables hold in it: an open-ended range split by its bounds alone would give
     one part all the rows."""
-    lo, hi = scope.room_range if scope.kind == "range" else (-2**63, 2**63 - 1)
-    held_lo, held_hi = conn.execute(J(
+    lo, hi = scope.room_range if scope.kind == "range" and scope.room_range else (-2**63, 2**63 - 1)
+    held_lo, held_hi = one(conn.execute(J(
         "SELECT least((SELECT min({rk}) FROM {room} WHERE {rk} >= %(lo)s), "
         "(SELECT min({ck}) FROM {chat} WHERE {ck} >= %(lo)s)), "
         "greatest((SELECT max({rk}) FROM {room} WHERE {rk} < %(hi)s), "
         "(SELECT max({ck}) FROM {chat} WHERE {ck} < %(hi)s)) + 1").format(
         rk=es.room_scope_col("room"), ck=es.room_scope_col("chat"),
-        room=es.room.ident, chat=es.chat.ident), {"lo": lo, "hi": hi}).fetchone()
+        room=es.room.ident, chat=es.chat.ident), {"lo": lo, "hi": hi}))
     if held_lo is None:
         return [Scope("range", room_range=(lo, hi))]
     bounds = sorted({held_lo + (held_hi - held_lo) * i // parts for i in range(parts)} | {held_hi})
@@ -450,7 +450,8 @@ def _diff_changed_keys(conn, settings: Settings, es: EntitySQL, run_id: int) -> 
         done = [_diff_keys_in_range(conn, settings, es, run_id, ranges[0])]
     phases["keys"] = time.perf_counter() - t0 - sum(phases.values())
     fingerprints.forget_changed_keys(conn, settings, es)
-    total = fingerprints.KeyedDiff(*(sum(getattr(d, f) for d in done) for f in ("rooms", "differing", "keys", "findings")))
+    total = fingerprints.KeyedDiff(*(sum(getattr(d, f) for d in done)
+                                     for f in ("rooms", "differing", "keys", "findings")))
     total.unexplained = [room for d in done for room in d.unexplained]
     log.info("run %s: %s from maintained fingerprints: %d of %d rooms differ, %d keys diffed (%d findings) "
              "on %d connections, %d rooms row-diffed, in %.2fs (%s)", run_id, es.entity.name, total.differing,
@@ -567,11 +568,11 @@ def decide(settings: Settings, result: DetectResult, unlimited: int = 0) -> Deci
 def keys_changed_since(settings: Settings, run_id: int, since: datetime) -> int:
     """How many of the run's keys changed on either side since `since`."""
     with connection(settings) as conn:
-        return sum(conn.execute(sql_file(
+        return sum(one(conn.execute(sql_file(
             settings, "findings_keys_changed_since", **es.common(settings.ops_schema),
             is_entity_finding=es.is_entity_finding("i"), room_eq_i=es.join_room_to("i"),
             chat_eq_i=es.join_chat_to("i"), room_updated=es.rc("updated_at"), chat_updated=es.cc("updated_at")),
-            {"run_id": run_id, "since": since}).fetchone()[0] for es in entity_sql(settings))
+            {"run_id": run_id, "since": since}))[0] for es in entity_sql(settings))
 
 
 def residual_statement(settings: Settings, entity: Entity) -> sql.Composed:

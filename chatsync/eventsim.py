@@ -8,12 +8,12 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 from datetime import datetime, timezone
 
 from chatsync.config import Settings
-from chatsync.db import connection, sql_file
+from chatsync.db import connection, one, sql_file
 from chatsync.errors import ConfigError
 from chatsync.events import event_fields
 from chatsync.mapping import load_mapping
@@ -64,7 +64,7 @@ class RoomService:
         self.sql = {name: sql_file(settings, f"eventsim_{name}", **parts) for name in set(STATEMENTS.values())}
         with connection(settings) as conn:
             self.rooms = [r[0] for r in conn.execute(sql_file(settings, "eventsim_room_ids", **parts))]
-            self.next_user = conn.execute(sql_file(settings, "eventsim_max_user", **parts)).fetchone()[0] + 1
+            self.next_user = one(conn.execute(sql_file(settings, "eventsim_max_user", **parts)))[0] + 1
         if not self.rooms:
             raise ConfigError("the room side has no rooms: run `chatsync simulate` first")
         self.types, self.weights = list(TYPE_WEIGHTS), list(TYPE_WEIGHTS.values())

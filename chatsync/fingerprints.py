@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from chatsync.config import Settings
-from chatsync.db import connection, sql_file
+from chatsync.db import connection, one, sql_file
 from chatsync.locks import FOLD_LOCK
 from chatsync.sqlgen import EntitySQL
 
@@ -160,7 +160,8 @@ def _triggers(conn, es: EntitySQL, enabled_only: bool = True) -> int:
         "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
         "WHERE (n.nspname, c.relname) IN ((%s, %s), (%s, %s)) AND t.tgname LIKE %s "
         "AND (t.tgenabled <> 'D' OR NOT %s)",
-        (es.room.schema, es.room.name, es.chat.schema, es.chat.name, TRIGGER_PREFIX.replace("_", r"\_") + "%", enabled_only)
+        (es.room.schema, es.room.name, es.chat.schema, es.chat.name, TRIGGER_PREFIX.replace("_", r"\_") + "%",
+         enabled_only)
     ).fetchone()[0]
 
 
@@ -305,8 +306,8 @@ def status(settings: Settings) -> list[dict]:
     with connection(settings) as conn:
         for es in per_room_entities(settings):
             st, why = state(conn, settings, es)
-            pending = conn.execute(J("SELECT count(*) FROM {}.room_fingerprint_deltas WHERE entity = %s")
-                                   .format(ops), (es.entity.name,)).fetchone()[0]
+            pending = one(conn.execute(J("SELECT count(*) FROM {}.room_fingerprint_deltas WHERE entity = %s")
+                                   .format(ops), (es.entity.name,)))[0]
             built = conn.execute(J("SELECT built_at, rows_hashed FROM {}.fingerprint_maintenance WHERE entity = %s")
                                  .format(ops), (es.entity.name,)).fetchone()
             out.append({"entity": es.entity.name, "state": st, "why": why, "pending_deltas": pending,

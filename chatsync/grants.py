@@ -12,7 +12,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from chatsync.config import Settings
-from chatsync.db import connection
+from chatsync.db import connection, one
 from chatsync.mapping import load_mapping
 
 J = sql.SQL
@@ -39,7 +39,7 @@ def apply(settings: Settings, role: str) -> list[str]:
     """Run the statements as the configured (administrator) connection; also hand over the ops
     objects an earlier `chatsync init` may have created as another user. Returns them as text."""
     with connection(settings) as conn, conn.transaction():
-        database = conn.execute("SELECT current_database()").fetchone()[0]
+        database = one(conn.execute("SELECT current_database()"))[0]
         done = []
         for stmt in statements(settings, role, database, conn.info.server_version):
             conn.execute(stmt)
@@ -62,6 +62,6 @@ def apply(settings: Settings, role: str) -> list[str]:
 def as_text(settings: Settings, role: str) -> str:
     """The statements as SQL text for the configured database (to read, or to pipe to psql)."""
     with connection(settings) as conn:
-        database = conn.execute("SELECT current_database()").fetchone()[0]
+        database = one(conn.execute("SELECT current_database()"))[0]
         return "".join(s.as_string(conn) + ";\n"
                        for s in statements(settings, role, database, conn.info.server_version))

@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from chatsync import alerts, metrics
 from chatsync.config import Settings
-from chatsync.db import connection, ops_ident, sql_file
+from chatsync.db import connection, one, ops_ident, sql_file
 from chatsync.rules import KINDS
 
 J = sql.SQL
@@ -61,14 +61,14 @@ def figures(settings: Settings, start: datetime, end: datetime, *, with_backlog:
     with connection(settings) as conn:
         road = metrics.sync_delays(conn, settings, start=start, end=end)
         events, applied, retries = road["events"], road["applied"], road["redeliveries"]
-        dead = conn.execute(J("SELECT count(*) FROM {}.dead_letters WHERE received_at >= %(start)s "
-                              "AND received_at < %(end)s").format(ops), window).fetchone()[0]
+        dead = one(conn.execute(J("SELECT count(*) FROM {}.dead_letters WHERE received_at >= %(start)s "
+                              "AND received_at < %(end)s").format(ops), window))[0]
         open_by_kind = dict(conn.execute(sql_file(settings, "health_open_inconsistencies", ops=ops)).fetchall())
         detected = dict(conn.execute(sql_file(settings, "health_detected_by_kind", ops=ops), window).fetchall())
         repairs = dict(conn.execute(sql_file(settings, "health_repairs", ops=ops), window).fetchall())
-        resolved, ttr_p50, ttr_max = conn.execute(sql_file(settings, "health_resolution", ops=ops), window).fetchone()
+        resolved, ttr_p50, ttr_max = one(conn.execute(sql_file(settings, "health_resolution", ops=ops), window))
         steps = step_seconds(conn, settings, start, end)
-        abandoned, open_runs = conn.execute(sql_file(settings, "health_runs_abandoned", ops=ops), window).fetchone()
+        abandoned, open_runs = one(conn.execute(sql_file(settings, "health_runs_abandoned", ops=ops), window))
     total = events + dead
     return {
         "start": start.isoformat(), "end": end.isoformat(),
@@ -185,7 +185,8 @@ def _transition(conn, settings: Settings, ops, c: Condition, now: datetime, sour
             event = "resolved"
         since_changed = row is None or firing != c.breached
         conn.execute(sql.SQL(
-            "INSERT INTO {ops}.alert_state AS s (condition, firing, since, last_notified_at, value, threshold, message) "
+            "INSERT INTO {ops}.alert_state AS s "
+            "(condition, firing, since, last_notified_at, value, threshold, message) "
             "VALUES (%(c)s, %(firing)s, %(now)s, %(notified)s, %(value)s, %(threshold)s, %(message)s) "
             "ON CONFLICT (condition) DO UPDATE SET firing = EXCLUDED.firing, value = EXCLUDED.value, "
             "threshold = EXCLUDED.threshold, message = EXCLUDED.message, updated_at = clock_timestamp(), "

@@ -17,14 +17,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
 
 from chatsync.config import Settings
-from chatsync.db import connect, with_retry
+from chatsync.db import connect, one, with_retry
 from chatsync.errors import ChatsyncError
 
 log = logging.getLogger("chatsync.locks")
@@ -74,7 +75,7 @@ class ControlSession:
     def _take(self, conn: psycopg.Connection, h: _Held) -> bool:
         fn = {(False, True): "pg_advisory_lock", (True, True): "pg_advisory_lock_shared",
               (False, False): "pg_try_advisory_lock", (True, False): "pg_try_advisory_lock_shared"}[h.shared, h.wait]
-        row = conn.execute(sql.SQL("SELECT {}(%s)::text").format(sql.Identifier(fn)), (h.key,)).fetchone()
+        row = one(conn.execute(sql.SQL("SELECT {}(%s)::text").format(sql.Identifier(fn)), (h.key,)))
         return h.wait or row[0] == "true"
 
     def _drop_connection(self) -> None:

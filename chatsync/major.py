@@ -65,7 +65,8 @@ def plan(settings: Settings, analysis: dict) -> dict:
             "run_id": run_id, "insert_kinds": [e.missing_kind for e in ENTITIES],
             "delete_kinds": [e.orphan_kind for e in ENTITIES]})
         rows = conn.execute(sql.SQL("SELECT action, sum(keys)::int FROM {}.correction_plans WHERE run_id = %s "
-                                    "GROUP BY action ORDER BY action").format(ops_ident(settings)), (run_id,)).fetchall()
+                                    "GROUP BY action ORDER BY action").format(ops_ident(settings)),
+                            (run_id,)).fetchall()
     from chatsync.diff import DetectResult
 
     decision = decide(settings, DetectResult(run_id, "rooms", analysis["counts"], analysis["rows_to_change"],
@@ -79,7 +80,7 @@ def plan(settings: Settings, analysis: dict) -> dict:
 def resume_writes(settings: Settings, rooms: list[int], run_id: int) -> dict:
     out = freeze.unfreeze(settings, rooms)
     with connection(settings) as conn:
-        status = runs.get(conn, settings.ops_schema, run_id)["status"]
+        status = runs.require(conn, settings.ops_schema, run_id)["status"]
     alerts.resolve("major_inconsistency", f"run {run_id} {status}; writes resumed on rooms {out['writes_resumed']}",
                    rooms=rooms, run_id=run_id)
     return out

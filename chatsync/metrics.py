@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from chatsync import runs
 from chatsync.config import Settings
-from chatsync.db import connection, sql_file
+from chatsync.db import connection, one, sql_file
 
 
 def record_run(settings: Settings, run_id: int) -> dict:
@@ -32,8 +32,8 @@ def record_run(settings: Settings, run_id: int) -> dict:
         rows.append(("findings_skipped", {}, run["skipped"] or 0))
         for step, seconds in (run["step_durations"] or {}).items():
             rows.append(("step_seconds", {"step": step}, seconds))
-        ttr = conn.execute(sql_file(settings, "time_to_resolution", ops=sql.Identifier(ops)),
-                           {"run_id": run_id}).fetchone()
+        ttr = one(conn.execute(sql_file(settings, "time_to_resolution", ops=sql.Identifier(ops)),
+                               {"run_id": run_id}))
         ttr_summary = {"count": ttr[0], "p50": ttr[1], "max": ttr[2]}
         for stat, value in ttr_summary.items():
             if value is not None:
@@ -49,9 +49,9 @@ def record_run(settings: Settings, run_id: int) -> dict:
 
 def sync_delays(conn, settings: Settings, *, start=None, end=None, worker: str | None = None) -> dict:
     """The sync log's figures over [start, end) and/or one worker (include/sql/sync_delays.sql)."""
-    n, applied, pct, worst, span, redeliveries = conn.execute(
+    n, applied, pct, worst, span, redeliveries = one(conn.execute(
         sql_file(settings, "sync_delays", ops=sql.Identifier(settings.ops_schema)),
-        {"start": start, "end": end, "worker": worker}).fetchone()
+        {"start": start, "end": end, "worker": worker}))
     p50, p95, p99 = pct or (None, None, None)
     return {"events": n, "applied": applied, "p50_s": p50, "p95_s": p95, "p99_s": p99, "max_s": worst,
             "span_s": span, "redeliveries": int(redeliveries)}

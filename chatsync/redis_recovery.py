@@ -13,17 +13,17 @@ The worker runs it by itself after an outage; ``chat_redis_recovery`` runs it fr
 from __future__ import annotations
 
 import logging
-import random
+import sys
 import threading
-import time
 from collections import OrderedDict
 from datetime import datetime
+from typing import Any
 
 from psycopg import sql
 
 from chatsync import alerts, cache, locks
 from chatsync.config import Settings
-from chatsync.db import connection, is_transient, ops_ident
+from chatsync.db import connection, is_transient, one, ops_ident, with_retry
 from chatsync.errors import ChatsyncError, TransientError
 from chatsync.mapping import load_mapping
 
@@ -36,10 +36,11 @@ class LocalCache:
     layout and the few commands ``cache.apply_keys`` uses; bounded (oldest keys go first)."""
 
     def __init__(self, max_keys: int = 50_000):
-        self.max_keys, self.data, self.lock = max_keys, OrderedDict(), threading.Lock()
+        self.max_keys, self.lock = max_keys, threading.Lock()
+        self.data: OrderedDict[str, Any] = OrderedDict()
 
     # the pipeline interface of redis-py, enough for cache.apply_keys
-    def pipeline(self, transaction: bool = False) -> "LocalCache":
+    def pipeline(self, transaction: bool = False) -> LocalCache:
         return self
 
     def execute(self) -> list:
@@ -120,7 +121,8 @@ def read_room(settings: Settings, client, room_id: int) -> dict:
     unreachable (None for a room this process never wrote)."""
     keys = cache.room_key(settings, room_id), cache.participants_key(settings, room_id)
     try:
-        return {"room": cache.decode_hash(client.hgetall(keys[0])), "participants": cache.decode_hash(client.hgetall(keys[1])),
+        return {"room": cache.decode_hash(client.hgetall(keys[0])),
+                "participants": cache.decode_hash(client.hgetall(keys[1])),
                 "source": "redis"}
     except Exception as exc:  # noqa: BLE001
         if not redis_down(exc):
@@ -130,15 +132,17 @@ def read_room(settings: Settings, client, room_id: int) -> dict:
     return {"room": LOCAL.hgetall(keys[0]), "participants": LOCAL.hgetall(keys[1]), "source": "local"}
 
 
-def queue(settings: Settings, rooms: list[int], participants: list[tuple[int, int]], *, source: str, error: str) -> dict:
+def queue(settings: Settings, rooms: list[int], participants: list[tuple[int, int]], *, source: str,
+          error: str) -> dict:
     """Record the keys the cache missed (durable) under the open outage, opening it if needed."""
     ops = ops_ident(settings)
     keys = [(r, None) for r in rooms] + list(participants)
     with connection(settings) as conn, conn.transaction():
         opened = conn.execute(J("INSERT INTO {}.redis_outages (first_error) VALUES (%s) ON CONFLICT DO NOTHING "
                                 "RETURNING id").format(ops), (error,)).fetchone()
-        outage_id, queued, overflowed = conn.execute(J(
-            "SELECT id, queued, overflowed FROM {}.redis_outages WHERE ended_at IS NULL FOR UPDATE").format(ops)).fetchone()
+        outage_id, queued, overflowed = one(conn.execute(J(
+            "SELECT id, queued, overflowed FROM {}.redis_outages WHERE ended_at IS NULL FOR UPDATE")
+            .format(ops)))
         if overflowed or queued + len(keys) > settings.cache_outbox_max_rows:
             conn.execute(J("UPDATE {}.redis_outages SET overflowed = true WHERE id = %s").format(ops), (outage_id,))
             overflowed = True
@@ -174,22 +178,22 @@ def note_outage(settings: Settings, error: str, *, data_lost: str | None = None)
 def reconnect(settings: Settings, client, max_seconds: float) -> int:
     """Ping until Redis answers, backing off exponentially with full jitter; the number of tries.
     TransientError (Airflow retries the task) if it stays away max_seconds."""
-    deadline, attempt = time.monotonic() + max_seconds, 0
-    while True:
-        attempt += 1
-        try:
-            client.ping()
-            if attempt > 1:
-                log.info("Redis answers again after %d tries", attempt)
-            return attempt
-        except Exception as exc:  # noqa: BLE001
-            if not is_transient(exc):
-                raise
-            delay = random.uniform(0, min(settings.redis_reconnect_max_seconds, 0.2 * 2 ** (attempt - 1)))
-            if time.monotonic() + delay > deadline:
-                raise TransientError(f"Redis still unreachable after {attempt} tries: {exc}") from exc
-            log.warning("Redis unreachable (try %d), next try in %.2fs: %s", attempt, delay, exc)
-            time.sleep(delay)
+    tries = 0
+
+    def ping() -> None:
+        nonlocal tries
+        tries += 1
+        client.ping()
+    try:
+        with_retry(ping, settings, "Redis", attempts=sys.maxsize, base=0.2, cap=settings.redis_reconnect_max_seconds,
+                   within=max_seconds, message="Redis unreachable (try {attempt}), next try in {delay:.2f}s: {error}")
+    except Exception as exc:  # noqa: BLE001 - only a Redis that stays away becomes a TransientError
+        if not is_transient(exc):
+            raise
+        raise TransientError(f"Redis still unreachable after {tries} tries: {exc}") from exc
+    if tries > 1:
+        log.info("Redis answers again after %d tries", tries)
+    return tries
 
 
 def _rooms_touched(conn, settings: Settings, outage_started, outbox_upto: int) -> set[int]:
@@ -215,10 +219,10 @@ def plan(settings: Settings, client, scope: str = "auto") -> dict:
     with connection(settings) as conn:
         outage = conn.execute(J("SELECT id, started_at, overflowed, data_lost FROM {}.redis_outages "
                                 "WHERE ended_at IS NULL").format(ops)).fetchone()
-        upto = conn.execute(J("SELECT coalesce(max(id), 0) FROM {}.cache_outbox").format(ops)).fetchone()[0]
+        upto = one(conn.execute(J("SELECT coalesce(max(id), 0) FROM {}.cache_outbox").format(ops)))[0]
         rooms = _rooms_touched(conn, settings, outage[1] if outage else None, upto)
-        chat_rooms = conn.execute(J("SELECT count(*) FROM {}").format(
-            load_mapping(settings.mapping_path)["chat_rooms"].ident)).fetchone()[0]
+        chat_rooms = one(conn.execute(J("SELECT count(*) FROM {}").format(
+            load_mapping(settings.mapping_path)["chat_rooms"].ident)))[0]
     cached = client.scard(cache.index_key(settings))
     reason = None
     if scope == "all":
@@ -275,7 +279,8 @@ def close(settings: Settings, planned: dict, resynced: dict, verified: dict) -> 
 
     ops = ops_ident(settings)
     with connection(settings) as conn, conn.transaction():
-        done = conn.execute(J("DELETE FROM {}.cache_outbox WHERE id <= %s").format(ops), (planned["outbox_upto"],)).rowcount
+        done = conn.execute(J("DELETE FROM {}.cache_outbox WHERE id <= %s").format(ops),
+                            (planned["outbox_upto"],)).rowcount
         if planned["outage_id"]:
             conn.execute(J("UPDATE {}.redis_outages SET ended_at = clock_timestamp(), resync_scope = %s, "
                            "resynced = %s, verified = %s WHERE id = %s").format(ops),

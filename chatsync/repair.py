@@ -24,7 +24,7 @@ from psycopg import sql
 
 from chatsync import faults, locks, runs
 from chatsync.config import Settings
-from chatsync.db import connection, sql_file, unsettled_runs, with_retry
+from chatsync.db import connection, one, sql_file, unsettled_runs, with_retry
 from chatsync.diff import entity_sql
 from chatsync.errors import ConfigError
 from chatsync.sqlgen import EntitySQL
@@ -130,14 +130,14 @@ def _repair_batch(settings: Settings, statements: dict, run_id: int, lo: int, hi
         if compression:  # the batch's first change of each page after a checkpoint writes all of it
             conn.execute("SELECT set_config('wal_compression', %s, true)", (compression,))
         # runs other than this one with unresolved findings: usually none
-        other_runs = conn.execute(J("SELECT array_remove({}, %s)").format(unsettled_runs(settings)),
-                                  (run_id,)).fetchone()[0]
+        other_runs = one(conn.execute(J("SELECT array_remove({}, %s)").format(unsettled_runs(settings)),
+                                  (run_id,)))[0]
         for es in entity_sql(settings):  # no foreign key between the chat tables: any order
             e = es.entity
             params = {"run_id": run_id, "room_lo": lo, "room_hi": hi, "missing_kind": e.missing_kind,
                       "orphan_kind": e.orphan_kind, "mismatch_kinds": list(e.mismatch_kinds),
                       "kinds": list(e.kinds), "other_runs": other_runs}
-            ins, upd, dele, keys = conn.execute(statements[e.name]["batch"], params).fetchone()
+            ins, upd, dele, keys = one(conn.execute(statements[e.name]["batch"], params))
             if ins + upd + dele < keys:  # rows changed since detection: rare, so not a pass of every batch
                 skipped += conn.execute(statements[e.name]["mark_skipped"], params).rowcount
             if other_runs and ins + upd + dele:

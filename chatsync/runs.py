@@ -62,6 +62,16 @@ def get(conn, ops: str, run_id: int) -> dict | None:
     return dict(zip([d.name for d in cur.description], row))
 
 
+def require(conn, ops: str, run_id: int) -> dict:
+    """The run, which must exist (ConfigError naming it otherwise)."""
+    from chatsync.errors import ConfigError
+
+    run = get(conn, ops, run_id)
+    if run is None:
+        raise ConfigError(f"run {run_id} does not exist")
+    return run
+
+
 def settle(conn, settings) -> int:
     """Mark settled the finished runs that no unresolved finding is left in
     (include/sql/runs_settle.sql); returns how many."""

@@ -28,7 +28,7 @@ from psycopg import sql
 
 from chatsync import fingerprints, rules
 from chatsync.config import Settings
-from chatsync.db import connection, sql_file, with_retry
+from chatsync.db import connection, one, sql_file, with_retry
 from chatsync.errors import ConfigError
 from chatsync.mapping import Mapping, Table, load_mapping
 from chatsync.rules import KINDS, PARTICIPANT, PERMISSION_BITS, ROOM
@@ -325,6 +325,8 @@ def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: 
         mapping.check_database(conn)
         room_table = mapping["room_rooms"]
         # The mapping has no room name (chatsync never reads it); fill it when the table has one.
+        name_column: sql.Composable
+        name_value: sql.Composable
         if _has_column(conn, room_table, "name"):
             name_column, name_value = J("{},").format(sql.Identifier("name")), J(
                 "(%(room_names)s::text[])[1 + pg_temp.sim_int(%(seed)s, 'room.name', "
@@ -384,8 +386,8 @@ def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: 
         for kind, n in conn.execute("SELECT kind, count(*) FROM pg_temp.chatsync_sim_changes GROUP BY kind"):
             injected[kind] = n
         # Like the detector's rows_to_change: room keys (user_id NULL) and participant keys.
-        changed_keys = conn.execute("SELECT count(*) FROM (SELECT DISTINCT room_id, user_id "
-                                    "FROM pg_temp.chatsync_sim_changes) AS k").fetchone()[0]
+        changed_keys = one(conn.execute("SELECT count(*) FROM (SELECT DISTINCT room_id, user_id "
+                                    "FROM pg_temp.chatsync_sim_changes) AS k"))[0]
 
     # Every missing_* finding was a deleted chat row and every orphan_* one an inserted row.
     report = SimulationReport(

@@ -33,7 +33,7 @@ class EntitySQL:
     chat: Table
 
     @classmethod
-    def build(cls, entity: Entity, mapping: Mapping) -> "EntitySQL":
+    def build(cls, entity: Entity, mapping: Mapping) -> EntitySQL:
         return cls(entity, mapping[entity.room_table], mapping[entity.chat_table])
 
     # -- column references ------------------------------------------------------------------
@@ -93,7 +93,7 @@ class EntitySQL:
 
     def key_out(self) -> sql.Composable:
         """room_id, user_id of a FULL OUTER JOIN row (user_id NULL for room-level entities)."""
-        out = [J("coalesce({}, {}) AS room_id").format(self.rc(self.entity.room_key[0]),
+        out: list[sql.Composable] = [J("coalesce({}, {}) AS room_id").format(self.rc(self.entity.room_key[0]),
                                                      self.cc(self.entity.chat_key[0]))]
         if self.entity.has_user:
             out.append(J("coalesce({}, {}) AS user_id").format(self.rc(self.entity.room_key[1]),
@@ -154,9 +154,11 @@ class EntitySQL:
         (alias r) and the chat row that matches it (alias c): the per-room fingerprints."""
         null = sql.Literal("\u2400")  # NULL hashes as a symbol no value of these columns holds
         if side == "room":
-            parts = [self.rc(k, "r") for k in self.entity.room_key[1:]] + [self.room_value(f, "r") for f in self.entity.fields]
+            parts = ([self.rc(k, "r") for k in self.entity.room_key[1:]]
+                     + [self.room_value(f, "r") for f in self.entity.fields])
         else:
-            parts = [self.cc(k, "c") for k in self.entity.chat_key[1:]] + [self.cc(f.chat, "c") for f in self.entity.fields]
+            parts = ([self.cc(k, "c") for k in self.entity.chat_key[1:]]
+                     + [self.cc(f.chat, "c") for f in self.entity.fields])
         h: sql.Composable = J("0::bigint")
         for part in parts:
             h = J("hashtextextended(coalesce(({})::text, {}), {})").format(part, null, h)

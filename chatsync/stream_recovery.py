@@ -149,7 +149,7 @@ def check(settings: Settings, client, group: str, *, unreachable: str | None = N
             position = stream_position(client, stream, group)
         if loss is None and unreachable:
             loss = f"{unreachable}: events published meanwhile may not have reached {stream}"
-        where = {"stream": stream, "group": group, "run_id": run_id, "reason": loss}
+        where: dict[str, object] = {"stream": stream, "group": group, "run_id": run_id, "reason": loss}
         if data_lost:
             # the record starts again from what Redis holds now; a batch read before stays in the old epoch
             where["ms"], where["seq"] = position.last_delivered if position and position.last_delivered else (0, 0)

@@ -36,7 +36,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from chatsync.config import Settings
-from chatsync.db import connection
+from chatsync.db import connection, one
 from chatsync.mapping import load_mapping
 from chatsync.rules import ENTITIES
 
@@ -63,7 +63,7 @@ def sqlalchemy_url(database_url: str) -> str:
     """A SQLAlchemy (psycopg 3) URL for a libpq URL or conninfo, socket directories included."""
     from sqlalchemy.engine import URL
 
-    p = conninfo_to_dict(database_url)
+    p = {k: str(v) for k, v in conninfo_to_dict(database_url).items() if v is not None}
     query = {k: v for k, v in p.items() if k not in ("host", "port", "user", "password", "dbname")}
     host = p.get("host")
     if host and host.startswith("/"):  # a Unix socket directory goes in the query string
@@ -177,8 +177,8 @@ def _views(settings: Settings) -> dict[str, str]:
                                 (f"{entity.name}_residual_differences", residual_statement(settings, entity))):
                 view = sql.Identifier(settings.ops_schema, f"gx_{asset}")
                 digest = hashlib.md5(body.as_string(conn).encode()).hexdigest()
-                current = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')",
-                                       (view.as_string(conn),)).fetchone()[0]
+                current = one(conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')",
+                                       (view.as_string(conn),)))[0]
                 if current != digest:
                     conn.execute(J("DROP VIEW IF EXISTS {}").format(view))
                     conn.execute(J("CREATE VIEW {} AS {}").format(view, body))

@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Callable
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from chatsync import alerts, cache, redis_recovery, runs, stream_recovery
 from chatsync.config import Settings
-from chatsync.db import bytea_array_text, connection, is_transient, sql_file, with_retry
+from chatsync.db import backoff_seconds, bytea_array_text, connection, is_transient, sql_file, with_retry
 from chatsync.diff import Scope, detect
 from chatsync.errors import ChatsyncError, ValidationError
 from chatsync.events import Event, display_fields, parse, raw_entry
@@ -69,7 +68,7 @@ class BatchResult:
     run_id: int | None = None
     rooms: set[int] = field(default_factory=set)
 
-    def merged(self, other: "BatchResult") -> "BatchResult":
+    def merged(self, other: BatchResult) -> BatchResult:
         return BatchResult(self.entries + other.entries, self.applied + other.applied, self.noop + other.noop,
                            self.duplicates + other.duplicates, self.dead_letters + other.dead_letters,
                            other.run_id or self.run_id, self.rooms | other.rooms)
@@ -110,7 +109,7 @@ def stream_backlog(client, stream: str) -> dict:
     (delivered, not acknowledged); a stream that does not exist yet has an empty backlog."""
     if not client.exists(stream):
         return {"length": 0, "lag": None, "pending": 0}
-    info = next((g for g in client.xinfo_groups(stream) if cache.text(g["name"]) == GROUP), {})
+    info: dict = next((g for g in client.xinfo_groups(stream) if cache.text(g["name"]) == GROUP), {})
     return {"length": client.xlen(stream), "lag": info.get("lag"), "pending": info.get("pending", 0)}
 
 
@@ -267,7 +266,8 @@ class Worker:
 
     def _reconcile(self, events: list[Event]) -> int:
         scope = Scope("keys", rooms=tuple(sorted({e.room_id for e in events if not e.is_participant})),
-                      participants=tuple(sorted({(e.room_id, e.user_id) for e in events if e.is_participant})))
+                      participants=tuple(sorted({(e.room_id, e.user_id) for e in events
+                                                 if e.is_participant and e.user_id is not None})))
         found = detect(self.settings, scope, triggered_by=f"worker:{self.name}")
         try:
             if found.rows_to_change:
@@ -404,8 +404,8 @@ class Worker:
                         self.unreachable_since = datetime.now().astimezone()
                     self.redis_failures += 1
                     self.cache_behind = True
-                    pause = random.uniform(0.5, 1.0) * min(self.settings.redis_reconnect_max_seconds,
-                                                           failure_pause * 2 ** (self.redis_failures - 1))
+                    pause = backoff_seconds(self.redis_failures, failure_pause,
+                                            self.settings.redis_reconnect_max_seconds)
                 log.exception("worker %s: batch failed; retrying in %.1fs", self.name, pause)
                 self.stopping.wait(pause)
                 continue

@@ -9,8 +9,8 @@ rollback window, in bounded batches; never what an open inconsistency still need
 from datetime import timedelta
 
 import pendulum
-from airflow.timetables.interval import CronDataIntervalTimetable
 from airflow.sdk import dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from chatsync import maintenance
 from chatsync.airflow_support import DEFAULT_ARGS, data_interval, fail_fast, on_dag_failure, settings_from_airflow

@@ -23,7 +23,8 @@ from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, se
     on_failure_callback=on_dag_failure,
     default_args={**DEFAULT_ARGS, "retries": 1},
     params={"version": Param(type="string", minLength=1, description="the version just deployed"),
-            "deployed_hours_ago": Param(2, type="integer", minimum=0, description="repairs since then can be rolled back")},
+            "deployed_hours_ago": Param(2, type="integer", minimum=0,
+                                        description="repairs since then can be rolled back")},
     tags=["chatsync", "deployment"],
     doc_md=__doc__,
 )

@@ -11,12 +11,18 @@ only diffs the keys that changed.
 from datetime import timedelta
 
 import pendulum
-from airflow.timetables.interval import CronDataIntervalTimetable
 from airflow.sdk import dag, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from chatsync import health
-from chatsync.airflow_support import (DEFAULT_ARGS, data_interval, fail_fast, on_dag_failure,
-                                      settings_from_airflow, ui_link)
+from chatsync.airflow_support import (
+    DEFAULT_ARGS,
+    data_interval,
+    fail_fast,
+    on_dag_failure,
+    settings_from_airflow,
+    ui_link,
+)
 
 
 @dag(

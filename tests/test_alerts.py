@@ -11,10 +11,9 @@ from email.policy import default as default_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from chatsync import health, notifiers
 from conftest import free_port
 
+from chatsync import health, notifiers
 
 
 class Inbox:
@@ -66,7 +65,9 @@ def channels(monkeypatch):
 
 
 def _open_findings(db, n: int, kind: str = "role_mismatch") -> int:
-    run_id = db.execute("INSERT INTO chatsync.runs (scope, status) VALUES ('full', 'major') RETURNING run_id").fetchone()[0]
+    run_id = db.execute(
+        "INSERT INTO chatsync.runs (scope, status) VALUES ('full', 'major') RETURNING run_id"
+    ).fetchone()[0]
     db.execute("INSERT INTO chatsync.inconsistencies (run_id, kind, room_id, user_id) "
                "SELECT %s, %s, 1, g FROM generate_series(1, %s) AS g", (run_id, kind, n))
     return run_id
@@ -92,11 +93,14 @@ def test_threshold_breach_is_sent_once_then_resolved(db, clean_db, channels):
     db.execute("UPDATE chatsync.inconsistencies SET resolved_at = now(), status = 'repaired'")
     resolved = health.evaluate(clean_db, source="test")["alerts"]
     assert [(a["condition"], a["event"]) for a in resolved] == [("inconsistency_count", "resolved")]
-    assert "RESOLVED: inconsistency_count" in channels.slack[1]["text"] and "0 inconsistencies open" in channels.slack[1]["text"]
+    assert ("RESOLVED: inconsistency_count" in channels.slack[1]["text"]
+            and "0 inconsistencies open" in channels.slack[1]["text"])
     assert channels.mail[1]["Subject"] == "[chatsync] RESOLVED: inconsistency_count"
     log = db.execute("SELECT condition, event, value FROM chatsync.alert_log ORDER BY id").fetchall()
     assert log == [("inconsistency_count", "firing", 11.0), ("inconsistency_count", "resolved", 0.0)]
-    assert db.execute("SELECT firing FROM chatsync.alert_state WHERE condition = 'inconsistency_count'").fetchone() == (False,)
+    assert db.execute(
+        "SELECT firing FROM chatsync.alert_state WHERE condition = 'inconsistency_count'"
+    ).fetchone() == (False,)
 
 
 def test_still_firing_is_repeated_only_after_the_dedup_window(db, clean_db, channels, with_settings):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import psycopg
-
+import pytest
 from test_cli import run
+
+pytestmark = pytest.mark.bench
 
 
 def test_bench_runs_every_step_and_cleans_up(settings):
@@ -72,7 +74,8 @@ def test_events_bench_runs_every_phase_and_cleans_up(redis_settings):
     result = json.loads(out)
     assert result["resync"]["participants"] == result["participants"] > 0
     assert result["steady"]["events"] == 300 and result["steady"]["published"]["events"] == 300
-    assert 0 < result["steady"]["p50_s"] <= result["steady"]["p95_s"] <= result["steady"]["p99_s"] <= result["steady"]["max_s"]
+    assert (0 < result["steady"]["p50_s"] <= result["steady"]["p95_s"]
+            <= result["steady"]["p99_s"] <= result["steady"]["max_s"])
     assert result["backlog"]["events"] == 300 and result["backlog"]["events_per_second"] > 0
     assert result["verify_after"] == 0
     recovery = result["recovery"]  # Redis restarted empty under the load: healed, caught up, equal

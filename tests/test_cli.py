@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_detect_repair import SMALL_CASE, SMALL_COUNTS
 
 CHATSYNC = str(Path(sys.executable).with_name("chatsync"))
@@ -158,3 +157,17 @@ def test_a_server_that_does_not_answer_stays_transient(clean_db):
     assert code == 3 and "cannot connect" in err, err
     code, _, err = run(clean_db, "cache", "verify", CHATSYNC_REDIS_URL="redis://127.0.0.1:1/0", **quick)
     assert code == 3 and "Connection refused" in err, err
+
+
+@pytest.mark.parametrize("args", [["rollback", "42"], ["check", "--no-validate"], ["init"], ["cache", "verify"],
+                                  ["freeze", "7", "--reason", "x"], ["worker", "--until-idle"]])
+def test_without_a_database_named_only_the_demo_starts_one(args, tmp_path):
+    """No CHATSYNC_DATABASE_URL: one line naming the variable, exit 2, and no embedded server
+    started (CHATSYNC_HOME stays empty)."""
+    env = {k: v for k, v in os.environ.items() if k != "CHATSYNC_DATABASE_URL"}
+    env["CHATSYNC_HOME"] = str(tmp_path / "home")
+    proc = subprocess.run([CHATSYNC, *args], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "no database named: set CHATSYNC_DATABASE_URL" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "home").exists()

@@ -5,9 +5,9 @@ migrations before any Airflow component, and no secret written in the file."""
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,4 +75,5 @@ def test_a_celery_profile_with_two_workers():
     env = SERVICES["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "${AIRFLOW_EXECUTOR:-LocalExecutor}"
     assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:6379/")
-    assert "AIRFLOW_EXECUTOR=CeleryExecutor docker compose --profile celery up -d" in (REPO / "docker-compose.yml").read_text()
+    assert ("AIRFLOW_EXECUTOR=CeleryExecutor docker compose --profile celery up -d"
+            in (REPO / "docker-compose.yml").read_text())

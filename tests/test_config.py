@@ -77,7 +77,9 @@ def test_mapping_points_at_other_tables(db, clean_db, tmp_path):
     from chatsync.repair import repair
 
     repair(settings, found.run_id)
-    assert db.execute("SELECT rid, uid, grade, perms, banned FROM app.members").fetchall() == [(1, 5, "MEMBER", 3, False)]
+    assert db.execute(
+        "SELECT rid, uid, grade, perms, banned FROM app.members"
+    ).fetchall() == [(1, 5, "MEMBER", 3, False)]
     db.execute("DROP SCHEMA app CASCADE")
 
 

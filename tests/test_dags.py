@@ -6,8 +6,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
 from conftest import REPO, sides_equal
 
 HOURLY = "chat_consistency_hourly"

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import threading
+from datetime import timezone
 
 import psycopg
 import pytest
+from conftest import sides_equal, wait_until
 from psycopg import sql
 
 from chatsync.diff import Scope, decide, detect
 from chatsync.engine import check
 from chatsync.repair import repair, rollback
 from chatsync.rules import KINDS
-from conftest import sides_equal, wait_until
 
 # A hand-made case with every kind once or twice (see the comments for what each row is).
 SMALL_CASE = """
@@ -59,7 +60,9 @@ def test_small_case_every_kind_detected_and_repaired(db, clean_db):
                                "GROUP BY status", (found.run_id,)).fetchall())
     assert statuses == {"repaired": sum(SMALL_COUNTS.values())}
     # writes_frozen is chat-owned state: a created chat room starts unfrozen
-    assert db.execute("SELECT writes_frozen, archived FROM chat.chat_rooms WHERE room_id = 3").fetchone() == (False, False)
+    assert db.execute(
+        "SELECT writes_frozen, archived FROM chat.chat_rooms WHERE room_id = 3"
+    ).fetchone() == (False, False)
     assert detect(clean_db).total == 0
 
 
@@ -193,7 +196,9 @@ def test_any_write_while_the_repair_waits_leaves_the_row_to_the_next_run(db, cle
     app.commit()
     app.close()
     worker.join(30)
-    row = db.execute("SELECT role, updated_at FROM chat.chat_participants WHERE room_id = 1 AND user_id = 11").fetchone()
+    row = db.execute(
+        "SELECT role, updated_at FROM chat.chat_participants WHERE room_id = 1 AND user_id = 11"
+    ).fetchone()
     assert row[0] == "ADMIN" and result["r"].by_action["update"] == 2
     assert db.execute("SELECT count(*) FROM chatsync.repair_audit WHERE run_id = %s AND room_id = 1 AND user_id = 11",
                       (found.run_id,)).fetchone()[0] == 0
@@ -273,8 +278,8 @@ def test_incremental_without_watermark_falls_back_to_full(db, clean_db):
 
 def test_concurrent_passes_are_refused(db, clean_db, lenient):
     db.execute(SMALL_CASE)
-    from chatsync.locks import CHECK_LOCK
     from chatsync.errors import ChatsyncError
+    from chatsync.locks import CHECK_LOCK
 
     holder = psycopg.connect(clean_db.database_url, autocommit=True)
     holder.execute("SELECT pg_advisory_lock(%s)", (CHECK_LOCK,))
@@ -407,7 +412,7 @@ def test_a_run_is_settled_once_none_of_its_findings_is_unresolved(db, clean_db):
     db.execute("UPDATE chat.chat_participants SET permissions = 5 WHERE room_id = 1 AND user_id = 14")
     repair(clean_db, first.run_id)  # (1,14) no longer differs: its finding is skipped, so unresolved
     assert not settled(first.run_id)
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from chatsync.health import figures
 

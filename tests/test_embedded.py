@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import psycopg
 import psutil
+import psycopg
 import redis
 
 from chatsync import embedded

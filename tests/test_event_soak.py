@@ -15,14 +15,14 @@ from datetime import datetime, timezone
 
 import pytest
 import redis
+from conftest import sides_equal, wait_until
+from test_events import CHATSYNC, OwnRedis
+from test_stream_loss import logged, quick_env
 
 from chatsync import cache
 from chatsync.eventsim import RoomService
 from chatsync.simulate import simulate
 from chatsync.worker import GROUP
-from conftest import sides_equal, wait_until
-from test_events import CHATSYNC, OwnRedis
-from test_stream_loss import logged, quick_env
 
 pytestmark = pytest.mark.slow
 
@@ -68,16 +68,17 @@ def test_steady_changes_through_three_worker_kills_and_redis_restarted_empty(db,
             return json.loads(lines[-1])["made"] if lines else 0
 
         for at_made, fault in ((3000, "kill"), (7000, "kill"), (10000, "redis"), (14000, "kill")):
-            wait_until(lambda: made() >= at_made, 600, f"the application to make {at_made} changes")
+            wait_until(lambda at_made=at_made: made() >= at_made, 600, f"the application to make {at_made} changes")
             if fault == "kill":
                 worker.send_signal(signal.SIGKILL)
                 worker.wait(30)
                 worker = worker_process(settings, log_file)
             else:  # the worker falls behind, then Redis dies with that backlog and stays away a moment
                 worker.send_signal(signal.SIGSTOP)
-                wait_until(lambda: made() >= at_made + 400, 600, "a backlog in the stream")
+                wait_until(lambda at_made=at_made: made() >= at_made + 400, 600, "a backlog in the stream")
                 own.kill()
-                wait_until(lambda: made() >= at_made + 800, 600, "publishes to fail while Redis is away")
+                wait_until(lambda at_made=at_made: made() >= at_made + 800, 600,
+                           "publishes to fail while Redis is away")
                 own.start()
                 worker.send_signal(signal.SIGCONT)
             faults.append((fault, logged(db)))
@@ -184,7 +185,9 @@ def test_ten_thousand_malformed_entries_among_valid_ones(db, redis_settings, tmp
             return group is not None and group["pending"] == 0 and group["lag"] == 0
         wait_until(drained, 600, "the worker to read every entry")
         assert logged(db) == valid
-        assert db.execute("SELECT count(*) FROM chatsync.sync_log WHERE event_id LIKE 'x''); DROP%%'").fetchone()[0] == 1
+        assert db.execute(
+            "SELECT count(*) FROM chatsync.sync_log WHERE event_id LIKE 'x''); DROP%%'"
+        ).fetchone()[0] == 1
         assert sides_equal(db) == {"rooms": 0, "participants": 0} and cache.verify(settings).total == 0
         # every bad entry dead-lettered once, with a reason of its own shape, the raw entry kept
         by_shape = dict(((shape, (n, reasons, longest)) for shape, n, reasons, longest in db.execute(

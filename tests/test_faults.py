@@ -17,12 +17,12 @@ from datetime import datetime
 
 import psycopg
 import pytest
+from conftest import sides_equal, wait_until
 
 from chatsync.diff import Scope, detect
-from chatsync.rules import PERMISSIONS_MAX
 from chatsync.repair import repair
+from chatsync.rules import PERMISSIONS_MAX
 from chatsync.simulate import simulate
-from conftest import sides_equal, wait_until
 
 APP_SCRIPT = """
 import json, os, random, signal, sys, time
@@ -31,7 +31,7 @@ url, keys, seed, per_second = sys.argv[1], json.load(open(sys.argv[2])), int(sys
 stopping = []  # SIGTERM ends the loop between writes: a committed write is always logged
 signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
 rng = random.Random(seed)
-PERMISSIONS_MAX = %d
+PERMISSIONS_MAX = PERMISSIONS_MAX_VALUE
 with psycopg.connect(url, autocommit=True, application_name="chat app") as app:
     # the application runs on its own hosts in production; here it shares two cores with Airflow,
     # so it and its server process get the CPU first (root only; the test holds at any rate)
@@ -45,14 +45,14 @@ with psycopg.connect(url, autocommit=True, application_name="chat app") as app:
         key = rng.choice(keys["drifted"]) if rng.random() < 0.5 else rng.choice(keys["everyone"])
         room_value = keys["room"].get(f"{key[0]}/{key[1]}")
         value = rng.randrange(PERMISSIONS_MAX + 1)
-        value = (value + 1) %% (PERMISSIONS_MAX + 1) if value == room_value else value
-        row = app.execute("UPDATE chat.chat_participants SET permissions = %%s, updated_at = clock_timestamp() "
-                          "WHERE room_id = %%s AND user_id = %%s RETURNING clock_timestamp()", (value, *key)).fetchone()
+        value = (value + 1) % (PERMISSIONS_MAX + 1) if value == room_value else value
+        row = app.execute("UPDATE chat.chat_participants SET permissions = %s, updated_at = clock_timestamp() "
+                          "WHERE room_id = %s AND user_id = %s RETURNING clock_timestamp()", (value, *key)).fetchone()
         if row:  # else the row was gone (an orphan the repair deleted); autocommit: committed by now
             print(json.dumps([key, value, row[0].isoformat(), time.time()]), flush=True)
         n += 1
         time.sleep(max(0.0, started + n / per_second - time.monotonic()))
-""" % PERMISSIONS_MAX
+""".replace("PERMISSIONS_MAX_VALUE", str(PERMISSIONS_MAX))
 REPAIR_SCRIPT = ("import sys; from chatsync.config import Settings; from chatsync.repair import repair; "
                  "print(repair(Settings.from_env(), int(sys.argv[1])).to_dict())")
 
@@ -123,7 +123,9 @@ def test_repair_killed_with_sigkill_then_rerun(point, db, clean_db, tmp_path):
         assert chat_image(db) == before
         assert db.execute("SELECT count(*) FROM chatsync.inconsistencies WHERE run_id = %s AND status <> 'open'",
                           (found.run_id,)).fetchone()[0] == 0
-    assert db.execute("SELECT status FROM chatsync.runs WHERE run_id = %s", (found.run_id,)).fetchone()[0] == "repairing"
+    assert db.execute(
+        "SELECT status FROM chatsync.runs WHERE run_id = %s", (found.run_id,)
+    ).fetchone()[0] == "repairing"
     assert_rerun_completes(db, clean_db, found)  # the dead session's repair lock is gone too
 
 
@@ -178,7 +180,8 @@ def test_application_writing_500_per_second_during_the_hourly_repair_loses_nothi
                                     "SELECT room_id, user_id, permissions FROM room.room_participants")}}))
     logs = [tmp_path / f"app{seed}.jsonl" for seed in (1, 2)]
     apps = [subprocess.Popen([sys.executable, "-c", APP_SCRIPT, clean_db.database_url, str(keys), str(seed), "250"],
-                             stdout=log.open("w"), stderr=log.with_suffix(".err").open("w")) for seed, log in zip((1, 2), logs)]
+                             stdout=log.open("w"), stderr=log.with_suffix(".err").open("w"))
+            for seed, log in zip((1, 2), logs)]
     stop = threading.Event()
 
     def writes_logged() -> list[int]:
@@ -223,18 +226,22 @@ def test_application_writing_500_per_second_during_the_hourly_repair_loses_nothi
     last_write: dict[tuple[int, int], tuple[int, object]] = {}
     for key, value, at in writes:
         last_write[key] = (value, at)
-    final = dict(((r, u), p) for r, u, p in db.execute("SELECT room_id, user_id, permissions FROM chat.chat_participants"))
-    room = dict(((r, u), p) for r, u, p in db.execute("SELECT room_id, user_id, permissions FROM room.room_participants"))
+    final = dict(((r, u), p) for r, u, p in db.execute(
+        "SELECT room_id, user_id, permissions FROM chat.chat_participants"))
+    room = dict(((r, u), p) for r, u, p in db.execute(
+        "SELECT room_id, user_id, permissions FROM room.room_participants"))
     after = {k: v for k, (v, at) in last_write.items() if at.timestamp() > detect_end}
     lost = {k: (v, final[k]) for k, v in after.items() if final[k] != v}
-    assert after, f"no write landed after detection: {len(writes)} writes {first} .. {last}, detect {detect_started} +{detect_seconds}"
+    assert after, (f"no write landed after detection: {len(writes)} writes {first} .. {last}, "
+                   f"detect {detect_started} +{detect_seconds}")
     if lost:
         k = next(iter(lost))
         story = {"writes": [(v, at.isoformat()) for key, v, at in writes if key == k], "room": room[k],
                  "detect": (detect_started.isoformat(), detect_seconds),
                  "audit": db.execute("SELECT run_id, action, before->>'permissions', after->>'permissions', changed_at "
                                      "FROM chatsync.repair_audit WHERE room_id = %s AND user_id = %s", k).fetchall(),
-                 "findings": db.execute("SELECT run_id, kind, status, chat_digest, detected_at FROM chatsync.inconsistencies "
+                 "findings": db.execute("SELECT run_id, kind, status, chat_digest, detected_at "
+                                        "FROM chatsync.inconsistencies "
                                         "WHERE room_id = %s AND user_id = %s", k).fetchall()}
         pytest.fail(f"{len(lost)} application writes were overwritten: {list(lost.items())[:5]}; {story}")
     # the repair met writes it had to leave alone, and did its job on the rest

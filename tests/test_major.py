@@ -6,10 +6,10 @@ import threading
 import time
 
 import pytest
+from conftest import sides_equal
 
 from chatsync import major
 from chatsync.errors import ConfigError
-from conftest import sides_equal
 
 MAJOR = "chat_major_inconsistency"
 
@@ -29,7 +29,8 @@ def test_the_procedure_steps_freeze_analyse_plan_repair_and_resume(db, clean_db,
     assert db.execute("SELECT count(*) FROM chat.chat_rooms WHERE writes_frozen").fetchone()[0] == 2
     analysis = major.analyse(clean_db, [3, 5], "test")
     assert {(e["room_id"], e["kind"]) for e in analysis["extent"]} == {(3, "role_mismatch"), (5, "missing_participant")}
-    assert {"source": "dead_letter", "what": "lock timeout", "count": 1} .items() <= analysis["likely_causes"][0].items()
+    assert ({"source": "dead_letter", "what": "lock timeout", "count": 1} .items()
+            <= analysis["likely_causes"][0].items())
     correction = major.plan(with_settings(repair_max_fraction=1.0), analysis)
     assert correction["needs_approval"] is False and correction["by_action"]["insert"] == 2
     plan = db.execute("SELECT room_id, kind, action FROM chatsync.correction_plans ORDER BY 1, 2").fetchall()
@@ -120,6 +121,7 @@ def _hourly_hands_over_a_major_run(db, clean_db, dagbag, monkeypatch) -> dict:
     major procedure with its run id."""
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
+
     from chatsync.simulate import simulate
 
     monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)

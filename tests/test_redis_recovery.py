@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import pytest
 import redis
+from conftest import free_port, sides_equal
+from test_events import OwnRedis
 
 from chatsync import alerts, cache, freeze, redis_recovery
-from chatsync.worker import Worker
-from conftest import free_port, sides_equal
 from chatsync.eventsim import emit
-from test_events import OwnRedis
+from chatsync.worker import Worker
 
 
 @pytest.fixture
@@ -51,7 +51,9 @@ def test_while_redis_is_away_keys_go_to_the_local_cache_and_the_outbox(db, world
     back = redis_recovery.recover(world, scope="auto", max_wait_seconds=5)
     assert back["scope"] == "rooms" and back["outbox_cleared"] == 3 and back["verified"]["total"] == 0
     assert outbox(db) == []
-    assert db.execute("SELECT ended_at IS NOT NULL, resync_scope FROM chatsync.redis_outages").fetchone() == (True, "rooms")
+    assert db.execute(
+        "SELECT ended_at IS NOT NULL, resync_scope FROM chatsync.redis_outages"
+    ).fetchone() == (True, "rooms")
     assert cache.verify(world).total == 0
     assert any(c.get("event") == "resolved" and k == "redis_unreachable" for k, _, c in heard)
     client.close()

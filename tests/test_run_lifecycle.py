@@ -13,12 +13,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import sides_equal, wait_until
 
 from chatsync import health, locks, runs
 from chatsync.diff import Scope, detect
 from chatsync.simulate import simulate
 from chatsync.web import prometheus_text, snapshot
-from conftest import sides_equal, wait_until
 
 CHATSYNC = str(Path(sys.executable).with_name("chatsync"))
 
@@ -75,7 +75,9 @@ def test_a_killed_run_is_closed_as_abandoned_by_the_next_pass(point, left, says,
     assert row["status"] == "abandoned" and row["finished_at"] is not None
     assert says in row["error"] and row["error"].startswith(f"abandoned: its process is gone (it was {left})")
     if left == "running":
-        assert db.execute("SELECT count(*) FROM chatsync.inconsistencies WHERE run_id = %s", (run_id,)).fetchone()[0] == 0
+        assert db.execute(
+            "SELECT count(*) FROM chatsync.inconsistencies WHERE run_id = %s", (run_id,)
+        ).fetchone()[0] == 0
     else:
         assert f"`chatsync rollback {run_id}`" in row["error"]
     assert sides_equal(db) == {"rooms": 0, "participants": 0}  # the next pass repaired the rest
@@ -124,7 +126,8 @@ def cut_control_connection(settings, pid: int) -> int:
     """pg_terminate_backend of the chatsync control connection of process pid."""
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         return len(conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
-                                "current_database() AND application_name = %s", (f"chatsync control {pid}",)).fetchall())
+                                "current_database() AND application_name = %s",
+                                (f"chatsync control {pid}",)).fetchall())
 
 
 @pytest.mark.parametrize("point", ["repair:after_commit", "check:before_unlock"])

@@ -12,7 +12,6 @@ from chatsync.diff import Scope, detect
 from chatsync.errors import ConfigError
 from chatsync.simulate import simulate
 
-
 EVERY_ROOM = Scope("range", room_range=(-2**63, 2**63 - 1))  # the plain row diff, whatever is maintained
 
 
@@ -136,7 +135,8 @@ def test_drift_older_than_the_log_and_writes_that_skip_the_triggers_are_not_miss
     after = detect(settings, Scope("full"))
     assert any("fingerprints are stale" in r.getMessage() and "TRUNCATE of chat.chat_participants" in r.getMessage()
                for r in caplog.records)
-    assert after.counts["missing_participant"] == db.execute("SELECT count(*) FROM room.room_participants").fetchone()[0]
+    assert after.counts["missing_participant"] == db.execute(
+        "SELECT count(*) FROM room.room_participants").fetchone()[0]
 
 
 def test_above_the_changed_keys_switch_the_tables_are_diffed_and_the_log_still_folded(db, clean_db, caplog):
@@ -224,8 +224,8 @@ def test_the_plan_crosses_xcom_intact_for_every_scope(db, clean_db):
     simulate(clean_db, rooms=10, members=5, drift=0.1, seed=46)
     first = detect(clean_db, Scope("full"))
     db.execute("UPDATE chatsync.runs SET status = 'validated' WHERE run_id = %s", (first.run_id,))
-    for scope in (Scope("incremental"), Scope("rooms", rooms=(1, 2)), Scope("keys", rooms=(3,), participants=((1, 11),)),
-                  Scope("range", room_range=(2, 5))):
+    for scope in (Scope("incremental"), Scope("rooms", rooms=(1, 2)),
+                  Scope("keys", rooms=(3,), participants=((1, 11),)), Scope("range", room_range=(2, 5))):
         plan = begin(clean_db, scope, triggered_by="test")
         assert DetectPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
         [part] = engine.plan_step(clean_db, scope, "test")
@@ -278,6 +278,8 @@ def test_each_bench_detect_repetition_meets_the_changed_keys_the_first_met(db, c
     assert all(" 0 rooms row-diffed" in line for line in lines), lines
     assert out["counts"] == report.injected
     # only the last repetition's run and findings stay, for the repair step
-    assert db.execute("SELECT array_agg(DISTINCT run_id) FROM chatsync.inconsistencies").fetchone()[0] == [out["run_id"]]
+    assert db.execute(
+        "SELECT array_agg(DISTINCT run_id) FROM chatsync.inconsistencies"
+    ).fetchone()[0] == [out["run_id"]]
     assert db.execute("SELECT count(*) FROM chatsync.runs").fetchone()[0] == 1
     assert db.execute("SELECT count(*) FROM chatsync.fingerprint_changed_keys").fetchone()[0] == 0

@@ -16,7 +16,10 @@ import psycopg
 import pytest
 import redis
 import yaml
-from hypothesis import HealthCheck, example, given, settings as hyp_settings, strategies as st
+from conftest import sides_equal
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -25,7 +28,6 @@ from chatsync.diff import Scope, detect
 from chatsync.engine import check
 from chatsync.repair import repair, rollback, wal_compression
 from chatsync.worker import Worker
-from conftest import sides_equal
 
 META = "'\";\\$`|&<>(){}[]%*?!#~^=\n\t -"
 PAYLOADS = ["'; DROP TABLE chat.chat_participants; --", "$(touch /tmp/chatsync_pwned)", "`id`; rm -rf ~",
@@ -41,7 +43,8 @@ FEW = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fix
 # a blank reason is refused (test_freeze): the reason here always has something to show
 @given(reason=nasty.filter(str.strip), by=nasty, event_id=nasty, type_=nasty, version=nasty)
 @example(reason=PAYLOADS[0], by=PAYLOADS[1], event_id=PAYLOADS[3], type_=PAYLOADS[4], version=PAYLOADS[2])
-@example(reason=PAYLOADS[0], by=PAYLOADS[0], event_id="'", type_=PAYLOADS[0], version=PAYLOADS[0])  # shrunk by Hypothesis once
+# shrunk by Hypothesis once
+@example(reason=PAYLOADS[0], by=PAYLOADS[0], event_id="'", type_=PAYLOADS[0], version=PAYLOADS[0])
 def test_free_text_is_stored_shown_and_escaped_verbatim(db, world, reason, by, event_id, type_, version):
     from fastapi.testclient import TestClient
 
@@ -59,7 +62,9 @@ def test_free_text_is_stored_shown_and_escaped_verbatim(db, world, reason, by, e
     worker = Worker(world, "w-security", block_ms=50)
     worker.run(until_idle=True, max_seconds=30)
     assert worker.stats.dead_letters == 1
-    row = db.execute("SELECT event_id, raw->>'type', reason FROM chatsync.dead_letters ORDER BY id DESC LIMIT 1").fetchone()
+    row = db.execute(
+        "SELECT event_id, raw->>'type', reason FROM chatsync.dead_letters ORDER BY id DESC LIMIT 1"
+    ).fetchone()
     assert row[0] == event_id and row[1] == type_ and row[2] == f"unknown event type {type_!r}"
     # the health page shows them escaped: the markup is text, never markup
     page = TestClient(create_app(lambda: world)).get("/health").text
@@ -124,9 +129,12 @@ def _reference_schema_named(conn, names: dict) -> None:
         I(cs, names["chat_participants"]), I(c["room_id"]), I(c["role"]), I(c["permissions"]), I(c["room_id"])))
     conn.execute(sql.SQL(
         "INSERT INTO {rr} VALUES (1, 'LIVE', true, true, NULL), (2, 'ENDED', false, true, now());"
-        "INSERT INTO {rp} ({rid}, user_id, {role}, {perm}) VALUES (1, 10, 'OWNER', 7), (1, 11, 'MEMBER', 3), (2, 20, 'GUEST', 1);"
-        "INSERT INTO {cr} (room_id, status, is_public, chat_enabled, archived) VALUES (1, 'LIVE', true, true, false), (3, 'LIVE', true, true, false);"
-        "INSERT INTO {cp} ({rid}, user_id, {role}, {perm}) VALUES (1, 10, 'ADMIN', 7), (1, 12, 'MEMBER', 3), (2, 20, 'GUEST', 1)"
+        "INSERT INTO {rp} ({rid}, user_id, {role}, {perm}) "
+        "VALUES (1, 10, 'OWNER', 7), (1, 11, 'MEMBER', 3), (2, 20, 'GUEST', 1);"
+        "INSERT INTO {cr} (room_id, status, is_public, chat_enabled, archived) "
+        "VALUES (1, 'LIVE', true, true, false), (3, 'LIVE', true, true, false);"
+        "INSERT INTO {cp} ({rid}, user_id, {role}, {perm}) "
+        "VALUES (1, 10, 'ADMIN', 7), (1, 12, 'MEMBER', 3), (2, 20, 'GUEST', 1)"
     ).format(rr=I(rs, names["room_rooms"]), rp=I(rs, names["room_participants"]), cr=I(cs, names["chat_rooms"]),
              cp=I(cs, names["chat_participants"]), rid=I(c["room_id"]), role=I(c["role"]), perm=I(c["permissions"])))
 
@@ -200,8 +208,9 @@ def test_a_mapped_name_holding_a_percent_sign_is_refused_clearly(tmp_path):
     from chatsync.errors import ConfigError
     from chatsync.mapping import load_mapping
 
-    layout = {"room_schema": "room", "chat_schema": "chat", "room_rooms": "rooms", "room_participants": "room_participants",
-              "chat_rooms": "chat_rooms", "chat_participants": "chat_participants",
+    layout = {"room_schema": "room", "chat_schema": "chat", "room_rooms": "rooms",
+              "room_participants": "room_participants", "chat_rooms": "chat_rooms",
+              "chat_participants": "chat_participants",
               "columns": {"room_id": "room_id", "role": "role", "permissions": "perm%s"}}
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(yaml.safe_dump(_mapping_for(layout)))

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import sides_equal
 
 from chatsync.errors import ConfigError
 from chatsync.rules import KINDS, PERMISSIONS_MAX, ROLES, ROOM_STATUSES
-from conftest import sides_equal
 
 # md5 over every generated value (timestamps by their null-ness: their clock is now()).
 CHECKSUM = """
@@ -102,7 +102,8 @@ def test_room_side_is_realistic(db, clean_db, simulate):
     # one OWNER in every room
     owners = db.execute("""SELECT count(*) FILTER (WHERE owners = 1), count(*) FROM (
         SELECT r.id, count(p.*) FILTER (WHERE p.role = 'OWNER') AS owners
-        FROM room.rooms AS r LEFT JOIN room.room_participants AS p ON p.room_id = r.id GROUP BY r.id) AS o""").fetchone()
+        FROM room.rooms AS r LEFT JOIN room.room_participants AS p ON p.room_id = r.id GROUP BY r.id) AS o"""
+    ).fetchone()
     assert owners == (300, 300)
     # sizes skewed around the mean: many small rooms, a few big ones
     mean, median, biggest, smallest = db.execute("""SELECT avg(n), percentile_cont(0.5) WITHIN GROUP (ORDER BY n),
@@ -169,7 +170,8 @@ def test_drift_counts_match_independent_sql(db, clean_db, simulate, seed):
         GROUP BY room_id) AS s""").fetchone()[0] <= 5
     assert db.execute("""SELECT min(n) >= 1 AND max(n) <= 3 FROM (
         SELECT count(p.*) AS n FROM chat.chat_rooms AS c LEFT JOIN chat.chat_participants AS p USING (room_id)
-        WHERE NOT EXISTS (SELECT 1 FROM room.rooms AS r WHERE r.id = c.room_id) GROUP BY c.room_id) AS s""").fetchone()[0]
+        WHERE NOT EXISTS (SELECT 1 FROM room.rooms AS r WHERE r.id = c.room_id) GROUP BY c.room_id) AS s"""
+    ).fetchone()[0]
     # no drifted participant in a room whose chat room is missing (all of them are simply gone)
     assert db.execute("""SELECT count(*) FROM chat.chat_participants AS p
         WHERE NOT EXISTS (SELECT 1 FROM chat.chat_rooms AS c WHERE c.room_id = p.room_id)""").fetchone()[0] == 0
@@ -184,7 +186,8 @@ def test_drift_counts_match_independent_sql(db, clean_db, simulate, seed):
               + ((r.banned_at IS NOT NULL) <> c.banned)::int >= 2""").fetchone()[0] >= 1
     # drifted values stay possible values (the validation suite would flag anything else)
     assert db.execute("""SELECT count(*) FROM chat.chat_participants
-        WHERE role <> ALL (%s) OR permissions NOT BETWEEN 0 AND %s""", (list(ROLES), PERMISSIONS_MAX)).fetchone()[0] == 0
+        WHERE role <> ALL (%s) OR permissions NOT BETWEEN 0 AND %s""",
+                      (list(ROLES), PERMISSIONS_MAX)).fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM chat.chat_rooms WHERE status <> ALL (%s)",
                       (list(ROOM_STATUSES),)).fetchone()[0] == 0
     # drifted and added chat rows are recent; untouched ones keep the room's updated_at

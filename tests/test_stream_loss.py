@@ -13,13 +13,13 @@ from dataclasses import replace
 import psycopg
 import pytest
 import redis
+from conftest import sides_equal, wait_until
+from test_events import CHATSYNC, OwnRedis, cli_env, drain, sync_log
 
 from chatsync import cache, stream_recovery
 from chatsync.events import event_fields
 from chatsync.eventsim import emit
 from chatsync.worker import GROUP, Worker
-from conftest import sides_equal, wait_until
-from test_events import CHATSYNC, OwnRedis, cli_env, drain, sync_log
 
 
 def stream_row(db, settings) -> dict:
@@ -136,7 +136,9 @@ def test_a_running_worker_heals_a_redis_that_came_back_empty(db, empty_on_restar
                             "FROM chatsync.redis_outages").fetchall()
         assert len(outage) == 1 and outage[0][0] is not None and outage[0][1] and outage[0][2:] == ("all", "0")
         assert sides_equal(db) == {"rooms": 0, "participants": 0}  # the lost events' changes are on the chat side
-        heal = db.execute("SELECT status, repaired FROM chatsync.runs WHERE run_id = %s", (row["heal_run_id"],)).fetchone()
+        heal = db.execute(
+            "SELECT status, repaired FROM chatsync.runs WHERE run_id = %s", (row["heal_run_id"],)
+        ).fetchone()
         assert heal[0] == "consistent" and heal[1] > 0
         assert cache.verify(settings).total == 0 and client.scard(cache.index_key(settings)) == 30
         # the worker goes on with what is published now, on the new stream

@@ -9,13 +9,13 @@ import textwrap
 
 import pytest
 from psycopg import sql
+from test_detect_repair import SMALL_CASE
 
 from chatsync import engine
 from chatsync.diff import detect
 from chatsync.errors import ValidationFailed
 from chatsync.repair import repair
 from chatsync.sqlgen import EntitySQL
-from test_detect_repair import SMALL_CASE
 
 
 def lowercasing_set_from_room(self, r="r"):
