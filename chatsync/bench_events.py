@@ -26,22 +26,21 @@ import psycopg
 from psycopg import sql
 
 from chatsync import cache
-from chatsync.bench import _drop_database, _save, _scratch_database
-from chatsync.config import REPO_ROOT, Settings
+from chatsync.bench import RESULTS_DIR, _drop_database, _save, _scratch_database
+from chatsync.config import Settings
 from chatsync.db import connection, one
 from chatsync.errors import ConfigError
 
 log = logging.getLogger("chatsync.bench")
-WORKER_LOGS = REPO_ROOT / "benchmarks" / "results" / "worker_*.log"
 TARGETS = {"p99_delay_seconds_max": 0.5, "drain_events_per_second_min": 5000, "resync_seconds_max": 5.0}
 
 
-def _worker_process(settings: Settings, name: str, *extra: str) -> subprocess.Popen:
+def _worker_process(settings: Settings, name: str, results_dir: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "CHATSYNC_DATABASE_URL": settings.require_database(),
            "CHATSYNC_REDIS_URL": settings.redis_url or "", "CHATSYNC_EVENTS_STREAM": settings.events_stream,
            "CHATSYNC_REDIS_PREFIX": settings.redis_prefix}
     # the worker logs a line per batch: to a file, a pipe nobody reads would fill and block it
-    log_path = REPO_ROOT / "benchmarks" / "results" / f"worker_{name}_{os.getpid()}.log"
+    log_path = results_dir / f"worker_{name}_{os.getpid()}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log_file:
         return subprocess.Popen([sys.executable, "-m", "chatsync.cli", "worker", "--name", name, *extra],
@@ -75,7 +74,7 @@ def _wait_synced(settings: Settings, worker: str, expected: int, timeout: float)
 
 
 def run_events_bench(settings: Settings, participants: int, events: int, rate: float, seed: int = 7,
-                     batch: int = 2000) -> dict:
+                     batch: int = 2000, results_dir: Path | None = None) -> dict:
     import redis
 
     from chatsync.eventsim import emit
@@ -84,6 +83,7 @@ def run_events_bench(settings: Settings, participants: int, events: int, rate: f
 
     if not settings.redis_url:
         raise ConfigError("the event benchmark needs Redis: set CHATSYNC_REDIS_URL")
+    results_dir = results_dir or RESULTS_DIR
     server_url = settings.require_database()
     name = f"chatsync_bench_{os.getpid()}"
     prefix = f"chatsync_bench_{os.getpid()}:"
@@ -106,31 +106,31 @@ def run_events_bench(settings: Settings, participants: int, events: int, rate: f
         out["resync"] = cache.resync(s).to_dict()
 
         log.info("bench events: %d events at %.0f/s with one worker running", events, rate)
-        steady = _worker_process(s, "steady", "--batch", "500", "--block-ms", "20")
+        steady = _worker_process(s, "steady", results_dir, "--batch", "500", "--block-ms", "20")
         time.sleep(1.0)  # the worker is up and blocking on the stream
         published = emit(s, client, events, seed=seed, rate=rate)
         _wait_synced(s, "steady", events, timeout=600)
         steady.send_signal(signal.SIGTERM)
         steady.communicate(timeout=60)
         if steady.returncode != 0:
-            raise RuntimeError(f"steady worker exited {steady.returncode}: see {WORKER_LOGS}")
+            raise RuntimeError(f"steady worker exited {steady.returncode}: see {results_dir}/worker_*.log")
         out["steady"] = {"published": published.to_dict(), **_delays(s, "steady")}
 
         log.info("bench events: %d events published with no worker, then drained", events)
         backlog = emit(s, client, events, seed=seed + 1, batch=500)
         t0 = time.perf_counter()
-        drainer = _worker_process(s, "drain", "--batch", str(batch), "--until-idle", "--json")
+        drainer = _worker_process(s, "drain", results_dir, "--batch", str(batch), "--until-idle", "--json")
         drainer.communicate(timeout=1800)
         seconds = time.perf_counter() - t0
         if drainer.returncode != 0:
-            raise RuntimeError(f"drain worker exited {drainer.returncode}: see {WORKER_LOGS}")
+            raise RuntimeError(f"drain worker exited {drainer.returncode}: see {results_dir}/worker_*.log")
         drained = _delays(s, "drain")
         out["backlog"] = {"published": backlog.to_dict(), "events": drained["events"],
                           "seconds_incl_start": round(seconds, 3), "processing_span_s": drained["processing_span_s"],
                           "events_per_second": round(drained["events"] / seconds) if seconds else None}
         out["verify_after"] = cache.verify(s, client=client).to_dict()["total"]
         log.info("bench events: Redis restarted empty under %.0f events/s", rate)
-        out["recovery"] = _recovery(s, events, rate, seed + 2)
+        out["recovery"] = _recovery(s, events, rate, seed + 2, results_dir)
     finally:
         for key in client.scan_iter(match=prefix + "*", count=1000):
             client.delete(key)
@@ -146,7 +146,7 @@ def run_events_bench(settings: Settings, participants: int, events: int, rate: f
             "PASS" if out["resync"]["seconds"] < TARGETS["resync_seconds_max"] else "MISS",
     }
     out["total_seconds"] = round(time.perf_counter() - started, 1)
-    _save(out, "bench_events")
+    _save(out, "bench_events", results_dir)
     return out
 
 
@@ -156,7 +156,7 @@ def _stream_row(settings: Settings) -> tuple:
                             .format(sql.Identifier(settings.ops_schema)), (settings.events_stream,)))
 
 
-def _recovery(settings: Settings, events: int, rate: float, seed: int) -> dict:
+def _recovery(settings: Settings, events: int, rate: float, seed: int, results_dir: Path) -> dict:
     """Redis restarted empty, a third of the way through `events` published at `rate` while a
     worker runs: how long until the worker has healed the stream, and until it has caught up
     with what was published meanwhile."""
@@ -175,7 +175,7 @@ def _recovery(settings: Settings, events: int, rate: float, seed: int) -> dict:
     worker = None
     try:
         cache.resync(s)
-        worker = _worker_process(s, "recovery", "--batch", "500", "--block-ms", "20")
+        worker = _worker_process(s, "recovery", results_dir, "--batch", "500", "--block-ms", "20")
         published: dict = {}
         load = threading.Thread(target=lambda: published.update(report=emit(
             s, client, events, seed=seed, rate=rate, through_outages=True)))
@@ -186,7 +186,7 @@ def _recovery(settings: Settings, events: int, rate: float, seed: int) -> dict:
         back, back_at = time.perf_counter(), datetime.now(timezone.utc)
         while not ((row := _stream_row(s)) and row[0] and row[0] > back_at):
             if worker.poll() is not None:
-                raise RuntimeError(f"the recovery worker exited {worker.returncode}: see {WORKER_LOGS}")
+                raise RuntimeError(f"the recovery worker exited {worker.returncode}: see {results_dir}/worker_*.log")
             time.sleep(0.05)
         healed = time.perf_counter() - back
 

@@ -14,6 +14,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from chatsync.config import DECIMAL_NUMBER, MAX_FREEZE_TTL_SECONDS, REDIS_SOCKET_TIMEOUT_SECONDS, WHOLE_NUMBER, Settings
 from chatsync.errors import ChatsyncError, ConfigError
@@ -246,11 +247,12 @@ def cmd_bench(args) -> tuple[int, dict]:
         from chatsync.bench_events import run_events_bench
 
         return EXIT_OK, run_events_bench(settings_for_cli(), participants=args.participants,
-                                         events=args.events, rate=args.rate, seed=args.seed)
+                                         events=args.events, rate=args.rate, seed=args.seed,
+                                         results_dir=args.results_dir)
     return EXIT_OK, run_bench(settings_for_cli(), participants=args.participants, drift=args.drift,
                               seed=args.seed, skip_pandas=args.skip_pandas, repeat=args.repeat, members=args.members,
                               drift_rooms=args.drift_rooms, maintained_fingerprints=args.fingerprints,
-                              history=args.history)
+                              history=args.history, results_dir=args.results_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=_positive_int, default=3, help="runs of each read step (median kept)")
     p.add_argument("--history", type=_non_negative_int, default=0,
                    help="resolved findings of earlier runs in the findings table first (as retention keeps them)")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="where the run's JSON result and the event bench's worker logs go (default benchmarks/results)")
     p.add_argument("--suite", choices=("consistency", "events"), default="consistency",
                    help="consistency: detect/repair (default); events: worker delay, drain, cache resync")
     p.add_argument("--events", type=_positive_int, default=100_000, help="events suite: events per phase")

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import psycopg
 import pytest
-from test_cli import run
+from test_cli import run as run_cli
 
 pytestmark = pytest.mark.bench
+RESULTS = Path(tempfile.mkdtemp(prefix="chatsync_bench_results_"))  # not the checkout's benchmarks/results
+
+
+def run(settings, *args, **env):
+    return run_cli(settings, *args, "--results-dir", str(RESULTS), **env)
 
 
 def test_bench_runs_every_step_and_cleans_up(settings):
@@ -44,6 +51,8 @@ def test_bench_runs_every_step_and_cleans_up(settings):
         assert step["seconds"] > 0 and step["peak_rss_mb"] > 0
     assert set(result["targets"].values()) <= {"PASS", "MISS"}
     assert result["ratios"]["detect_vs_foj"] > 0
+    saved = Path(result["saved_to"])  # the result is kept as JSON where --results-dir says
+    assert saved.parent == RESULTS and json.loads(saved.read_text())["steps"]["detect"]["counts"] == injected
     with psycopg.connect(settings.database_url) as conn:  # neither the scratch database nor its copies left
         assert conn.execute("SELECT count(*) FROM pg_database WHERE starts_with(datname, %s)",
                             (result["scratch_database"],)).fetchone()[0] == 0
