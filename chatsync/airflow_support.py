@@ -257,7 +257,17 @@ def data_interval():
     from airflow.sdk import get_current_context
 
     ctx = get_current_context()
-    return ctx["data_interval_start"], ctx["data_interval_end"]
+    start, end = ctx.get("data_interval_start"), ctx.get("data_interval_end")
+    if start is not None and end is not None:
+        return start, end
+    # A run with no logical date (the REST API's default, `airflow dags trigger`) has no interval:
+    # it covers the schedule's last complete interval before it was due, as Airflow infers for a
+    # manual run that has a logical date.
+    import pendulum  # the timetables compute on pendulum's DateTime
+
+    run_after = pendulum.instance(ctx["dag_run"].run_after)
+    interval = ctx["dag"].timetable.infer_manual_data_interval(run_after=run_after)
+    return interval.start, interval.end
 
 
 def run_label(context) -> str:

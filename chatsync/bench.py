@@ -559,7 +559,7 @@ def _verdicts(ratios: dict) -> dict:
 
 
 def _scale_verdicts(out: dict) -> dict:
-    """Issue 8's goals, for runs of 10M participants or more."""
+    """The goals at scale, for runs of 10M participants or more."""
     if out["participants"] < 10_000_000:
         return {}
     ratios, steps = out["ratios"], out["steps"]

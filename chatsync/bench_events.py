@@ -1,4 +1,4 @@
-"""``chatsync bench --suite events``: the event road, measured in one run.
+"""``chatsync bench --suite events``: the events and the cache, measured in one run.
 
 On a scratch database (dropped at the end) and a private Redis key prefix (deleted at the end):
 1. cache resync of every room (the simulated 1M participants by default);

@@ -95,7 +95,7 @@ class Settings:
     # Incremental scope re-reads this much before the last watermark (commit lag, clock skew).
     incremental_overlap_seconds: int = 120
 
-    # Alert thresholds from the seed.
+    # Alert thresholds.
     sync_delay_ms: int = 5000
     error_rate: float = 0.01
     inconsistency_count: int = 10

@@ -102,7 +102,7 @@ def run_demo(rooms: int, members: int, drift: float, seed: int) -> tuple[int, di
 
     events = _event_road(settings, seed) if settings.redis_url else None
     if events is None:
-        print("\n(no Redis configured: set CHATSYNC_REDIS_URL to include the event road)")
+        print("\n(no Redis configured: set CHATSYNC_REDIS_URL to include the events and the cache)")
 
     with connection(settings) as conn:
         run_id = one(conn.execute("SELECT max(run_id) FROM chatsync.runs WHERE kind = 'check' "

@@ -192,6 +192,19 @@ def plan_step(settings: Settings, scope: Scope, triggered_by: str) -> list[dict]
             for i, p in enumerate(parts, 1)]
 
 
+def part_label(part: dict) -> str:
+    """A shard as a person reads it in the UI's mapped-task list: "shard 2 of 5: rooms 42 to 96"."""
+    head = f"shard {part['part']} of {part['parts']}"
+    if not part["room_range"]:
+        return f"{head}: all rooms"
+    lo, hi = part["room_range"]  # [lo, hi); the outer shards reach the ends of bigint
+    if lo <= -2**63:
+        rooms = "all rooms" if hi >= 2**63 - 1 else f"rooms below {hi}"
+    else:
+        rooms = f"rooms from {lo}" if hi >= 2**63 - 1 else f"rooms {lo} to {hi - 1}"
+    return f"{head}: {rooms}"
+
+
 def shard_step(settings: Settings, part: dict) -> dict:
     plan = DetectPlan.from_dict(part)
     scope = Scope("range", room_range=tuple(part["room_range"])) if part["room_range"] else None
@@ -199,8 +212,7 @@ def shard_step(settings: Settings, part: dict) -> dict:
     durations = with_retry(lambda: diff.detect_part(settings, plan, scope), settings,
                            f"detect run {plan.run_id} part {part['part']}/{part['parts']}")
     seconds = round(time.perf_counter() - t0, 4)
-    log.info("run %s: detect part %d/%d (rooms %s) done in %.3fs", plan.run_id, part["part"], part["parts"],
-             part["room_range"] or "all", seconds)
+    log.info("run %s: detect %s done in %.3fs", plan.run_id, part_label(part), seconds)
     return {"part": part["part"], "seconds": seconds, "by_entity": durations}
 
 

@@ -1,4 +1,4 @@
-"""Health: the seed's metrics over a time window, the alert conditions, and their state.
+"""Health: the platform's sync metrics over a time window, the alert conditions, and their state.
 
 ``figures`` computes every metric over [start, end) from the ops tables (and the stream backlog
 from Redis when configured). ``record_bucket`` stores one bucket of them (metric_buckets).
@@ -135,7 +135,7 @@ class Condition:
 
 
 def conditions(settings: Settings, f: dict) -> list[Condition]:
-    """The seed's three thresholds, each one condition with its figures."""
+    """The three alert thresholds, each one condition with its figures."""
     limit_delay = settings.sync_delay_ms / 1000
     p95 = f["sync_delay_p95_s"]
     events = f["events_synced"] + f["dead_letters"]
@@ -150,7 +150,9 @@ def conditions(settings: Settings, f: dict) -> list[Condition]:
         Condition("error_rate", rate is not None and events >= settings.error_rate_min_events
                   and rate > settings.error_rate, rate, settings.error_rate,
                   f"sync error rate {0 if rate is None else rate:.2%} ({f['dead_letters']} dead letters of "
-                  f"{events} events) in {window}; threshold {settings.error_rate:.2%}"),
+                  f"{events} events) in {window}; threshold {settings.error_rate:.2%}"
+                  + (f"; not judged: fewer than {settings.error_rate_min_events} events in the window "
+                     "(error_rate_min_events)" if events < settings.error_rate_min_events else "")),
         Condition("inconsistency_count", open_total > settings.inconsistency_count, open_total,
                   settings.inconsistency_count,
                   f"{open_total} inconsistencies open ({open_kinds}); threshold {settings.inconsistency_count}"),

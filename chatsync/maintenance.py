@@ -52,8 +52,8 @@ def sync_review(settings: Settings, start: datetime, end: datetime) -> dict:
 
 
 def _delays(conn, settings: Settings, start: datetime, end: datetime) -> dict:
-    road = metrics.sync_delays(conn, settings, start=start, end=end)
-    return {"events": road["events"], **{k: _f(road[k]) for k in ("p50_s", "p95_s", "p99_s")}}
+    delays = metrics.sync_delays(conn, settings, start=start, end=end)
+    return {"events": delays["events"], **{k: _f(delays[k]) for k in ("p50_s", "p95_s", "p99_s")}}
 
 
 def performance(settings: Settings, start: datetime, end: datetime) -> dict:
@@ -122,23 +122,31 @@ def daily(settings: Settings, start: datetime, end: datetime) -> dict:
     return daily_report(settings, start, end, daily_review(settings, start, end), resolve_open(settings, start, end))
 
 
+def _delays_text(d: dict) -> str:
+    if not d["events"]:
+        return "no event synced"
+    return f"p50 {d['p50_s']} s, p95 {d['p95_s']} s, p99 {d['p99_s']} s over {d['events']:,} events"
+
+
 def _daily_markdown(r: dict) -> str:
     s, p, res = r["sync_review"], r["performance"], r["resolution"]
     lines = [f"# chatsync daily report {r['interval'][0][:10]}", "",
              "## Sync log review", f"- events synced: {s['events']}, dead letters: {s['dead_letters']}, "
-             f"failure rate: {s['failure_rate']}, redeliveries: {s['redeliveries']}", "",
+             f"failure rate: {'n/a' if s['failure_rate'] is None else s['failure_rate']}, "
+             f"redeliveries: {s['redeliveries']}", "",
              "| event type | error class | count |", "|---|---|---|",
              *[f"| {x['type']} | {x['error_class']} | {x['count']} |" for x in s["failures"]], "",
              "| event type | outcome | events | redeliveries |", "|---|---|---|---|",
              *[f"| {x['type']} | {x['outcome']} | {x['events']} | {x['redeliveries']} |" for x in s["by_type"]], "",
              "Slowest syncs:", *[f"- {x['delay_s']} s — {x['type']} room {x['room_id']} user {x['user_id']} "
                                  f"({x['event_id']})" for x in s["slowest"]], "",
-             "## Performance", f"- sync delay today: {p['sync_delay']}",
-             f"- previous 7 days: {p['sync_delay_previous_7_days']}",
+             "## Performance", f"- sync delay today: {_delays_text(p['sync_delay'])}",
+             f"- previous 7 days: {_delays_text(p['sync_delay_previous_7_days'])}",
              *([f"- **regression** {x['metric']}: {x['value']} vs {x['baseline']} ({x['ratio']}×)"
                 for x in p["regressions"]] or ["- no regression"]), "",
              "## Open inconsistencies", f"- open keys re-checked: {res['open_keys']}, still differing: "
-             f"{res['still_differing']}, repaired: {res['repaired']} (run {res['rechecked_run']})",
+             f"{res['still_differing']}, repaired: {res['repaired']}"
+             + (f" (run {res['rechecked_run']})" if res["rechecked_run"] is not None else ""),
              *([f"- **recurring** {x['kind']} room {x['room_id']} user {x['user_id']}: found by {x['runs']} runs"
                 for x in res["recurring"]] or ["- no recurring key"])]
     return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
-"""The major-inconsistency procedure (seed: stop writes on the chats concerned, analyse the
-extent, run the correction plan, validate, resume writes), one function per step so that the DAG
+"""The major-inconsistency procedure (stop writes on the chats concerned, analyse the extent,
+run the correction plan, validate, resume writes), one function per step so that the DAG
 ``chat_major_inconsistency`` runs, retries and reruns each on its own.
 
 The freeze is a lease: if the procedure dies at any step, writes stay frozen only until the
@@ -74,7 +74,24 @@ def plan(settings: Settings, analysis: dict) -> dict:
     summary = {"run_id": run_id, "rows_to_change": analysis["rows_to_change"], "by_action": dict(rows),
                "limit": decision.limit, "needs_approval": decision.path == "major"}
     log.warning(alerts.structured("correction_plan", **summary))
-    return summary
+    rooms = len({e["room_id"] for e in analysis.get("extent", [])})
+    return {**summary, "text": plan_markdown(summary, analysis["counts"], rooms)}
+
+
+def plan_markdown(summary: dict, counts: dict[str, int], rooms: int) -> str:
+    """The plan as the person asked to approve it reads it (the approval's body, in Markdown)."""
+    run_id = summary["run_id"]
+    lines = [f"Run **{run_id}** found a major inconsistency in **{rooms}** chat room{'s' if rooms != 1 else ''}: "
+             f"the plan changes **{summary['rows_to_change']:,}** rows, more than the **{summary['limit']:,}** "
+             "a repair may change without approval.", "",
+             "| difference | keys |", "|---|---|",
+             *[f"| {kind} | {n:,} |" for kind, n in sorted(counts.items()) if n], "",
+             "| action | keys |", "|---|---|",
+             *[f"| {action} | {n:,} |" for action, n in sorted(summary["by_action"].items())], "",
+             f"**Approve**: the plan is applied (audited: `chatsync rollback {run_id}` undoes it), validated, "
+             "and writes resume.", "",
+             "**Reject**: nothing changes; writes stay frozen until the lease ends."]
+    return "\n".join(lines)
 
 
 def resume_writes(settings: Settings, rooms: list[int], run_id: int) -> dict:

@@ -132,6 +132,9 @@ def defer_unused_imports(names=UNUSED_GX_IMPORTS) -> list[str]:
 def _context(settings: Settings):
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no phoning home from a pipeline
     defer_unused_imports()  # a no-op once they (or GX, which imports them) are loaded
+    # GX's API-docs registry logs ~150 INFO lines per import ("Skipping registering function"):
+    # nothing a reader of the task log needs
+    logging.getLogger("great_expectations._docs_decorators").setLevel(logging.WARNING)
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

@@ -42,13 +42,14 @@ def chat_consistency_hourly():
     @task(map_index_template="{{ part_label }}")
     @fail_fast
     def detect_part(part: dict) -> dict:
-        get_current_context()["part_label"] = f"{part['part']}/{part['parts']} rooms {part['room_range'] or 'all'}"
+        get_current_context()["part_label"] = engine.part_label(part)
         return engine.shard_step(settings_from_airflow(), part)
 
     @task
     @fail_fast
     def detect(parts: list[dict], done: list[dict]) -> dict:
-        return engine.finish_step(settings_from_airflow(), parts, list(done))
+        # by index: iterating the mapped results reads one past the end (an "XCom not found" error line)
+        return engine.finish_step(settings_from_airflow(), parts, [done[i] for i in range(len(done))])
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
     def discard_partial_detect(parts: list[dict]) -> None:
@@ -102,7 +103,7 @@ def chat_consistency_hourly():
     nothing, major, repaired = nothing_to_do(found), too_many(found), repair(found)
     choose_path(found) >> [nothing, major, repaired]
     handed_over = TriggerDagRunOperator(task_id="start_major_procedure", trigger_dag_id="chat_major_inconsistency",
-                                        conf=major, retries=0)
+                                        conf=major, retries=0, fail_when_dag_is_paused=True)
     validated = validate(found)
     repaired >> validated
     recorded = record_metrics(found)

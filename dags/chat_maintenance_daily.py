@@ -1,4 +1,4 @@
-"""chat_maintenance_daily: the seed's daily maintenance, on the run's data interval (one day).
+"""chat_maintenance_daily: the daily maintenance, on the run's data interval (one day).
 
 review (sync-log failures by type and error class, dead letters, slowest syncs, retries; sync
 delay and run durations against the previous 7 days) and resolve (re-check and repair every key

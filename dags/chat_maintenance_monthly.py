@@ -1,4 +1,4 @@
-"""chat_maintenance_monthly: the seed's monthly maintenance, on the run's data interval (a month).
+"""chat_maintenance_monthly: the monthly maintenance, on the run's data interval (a month).
 
 audit (scope full, detect only, Great Expectations over the whole chat side, Data Docs) →
 report (performance of the month day by day with trends, capacity: table sizes, growth and the

@@ -1,4 +1,4 @@
-"""chat_maintenance_weekly: the seed's weekly maintenance, on the run's data interval (one week).
+"""chat_maintenance_weekly: the weekly maintenance, on the run's data interval (one week).
 
 errors (top recurring dead-letter classes and their trend) → indexes (bloat from pgstattuple,
 unused and duplicate indexes; REINDEX CONCURRENTLY the bloated ones, once per week; ANALYZE) →

@@ -1,8 +1,8 @@
-"""chat_major_inconsistency: the seed's procedure for a major inconsistency, triggered by hand with
+"""chat_major_inconsistency: the procedure for a major inconsistency, triggered by hand with
 room ids ({"rooms": [12, 13]}) or with the major run of the hourly check ({"run_id": 42}).
 
 stop_writes (freeze under a lease) → analyse (counts by kind per room, since when, likely cause
-from the event road) → plan (rows in correction_plans) → route: small enough → apply; bigger than
+from the sync log and dead letters) → plan (rows in correction_plans) → route: small enough → apply; bigger than
 the repair threshold → approve (a person approves in the Airflow UI, human-in-the-loop) → apply
 (the audited repair) → validate (GX) → resume_writes → finish. A rejected plan or a failure
 anywhere leaves writes frozen only until the lease ends; finish says until when (and fails the run
@@ -24,6 +24,8 @@ from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, ru
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    is_paused_upon_creation=False,  # the hourly DAG hands its major runs over: a paused DAG would queue them silently
+    max_active_runs=1,  # one procedure at a time: one approval request per incident
     dagrun_timeout=timedelta(hours=24),
     on_failure_callback=on_dag_failure,
     default_args={**DEFAULT_ARGS, "retries": 2},
@@ -60,7 +62,7 @@ def chat_major_inconsistency():
     approve = ApprovalOperator(
         task_id="approve",
         subject="chatsync: approve the correction plan of a major inconsistency",
-        body="{{ ti.xcom_pull(task_ids='plan') }}",
+        body="{{ ti.xcom_pull(task_ids='plan')['text'] }}",  # Markdown
         response_timeout=timedelta(hours=12),
     )
 

@@ -1,4 +1,4 @@
-"""chat_redis_recovery: the seed's procedure for a lost Redis, triggered by hand from the UI (the
+"""chat_redis_recovery: the procedure for a lost Redis, triggered by hand from the UI (the
 event worker runs the same recovery by itself once Redis answers again).
 
 reconnect (ping with exponential backoff and jitter) → plan (the outbox's rooms and the chat rows

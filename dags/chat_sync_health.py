@@ -1,4 +1,4 @@
-"""chat_sync_health: the seed's thresholds, every 5 minutes.
+"""chat_sync_health: the alert thresholds, every 5 minutes.
 
 record_bucket stores the metrics of the run's data interval (a rerun or a backfill rewrites the
 same bucket); evaluate checks sync delay, error rate and open inconsistencies over the last

@@ -136,6 +136,11 @@ def test_error_rate_needs_enough_events(db, clean_db, channels):
     _sync_log(db, 3, 0.1)
     db.execute("INSERT INTO chatsync.dead_letters (stream_id, reason, raw, worker) VALUES ('1-9', 'bad', '{}', 'w')")
     assert health.evaluate(clean_db)["alerts"] == []  # 25 % of 4 events is noise, not an outage
+    # and the state the health page shows says why a 25 % rate reads "ok"
+    firing, message = db.execute("SELECT firing, message FROM chatsync.alert_state "
+                                 "WHERE condition = 'error_rate'").fetchone()
+    assert firing is False and message.startswith("sync error rate 25.00% (1 dead letters of 4 events)")
+    assert message.endswith("; not judged: fewer than 20 events in the window (error_rate_min_events)")
 
 
 def test_metrics_bucket_is_recorded_once_per_interval(db, clean_db):
@@ -188,3 +193,14 @@ def test_a_run_past_its_timeout_is_reported_as_a_missed_deadline(channels):
     assert "deadline_missed" in text and "ran past its deadline (dagrun_timeout)" in text
     assert "/dags/chat_consistency_hourly/runs/scheduled__2026-11-24T10%3A00" in text
     assert channels.mail[0]["Subject"] == "[chatsync] FAILED: deadline_missed"
+
+
+def test_health_dag_run_without_a_logical_date_records_the_last_complete_bucket(db, clean_db, channels, dagbag):
+    """A run triggered with no logical date (the REST API's default) records the 5-minute bucket
+    that ended last before it was due."""
+    dag_run = dagbag.get_dag("chat_sync_health").test(logical_date=None)
+    assert dag_run.state == "success" and dag_run.logical_date is None
+    due = dag_run.run_after.astimezone(timezone.utc)
+    end = due.replace(minute=due.minute - due.minute % 5, second=0, microsecond=0)
+    assert db.execute("SELECT DISTINCT bucket_start FROM chatsync.metric_buckets").fetchall() == [
+        (end - timedelta(minutes=5),)]

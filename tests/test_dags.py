@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -51,7 +52,7 @@ def test_hourly_dag_shape(dagbag):
         assert dag.get_task(task_id).retry_exponential_backoff
 
 
-def test_hourly_dag_end_to_end_repairs_simulated_drift(dagbag, db, clean_db, monkeypatch):
+def test_hourly_dag_end_to_end_repairs_simulated_drift(dagbag, db, clean_db, monkeypatch, capfd):
     from chatsync.simulate import simulate
 
     monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)
@@ -65,6 +66,10 @@ def test_hourly_dag_end_to_end_repairs_simulated_drift(dagbag, db, clean_db, mon
     assert dag_run.state == "success"
     parts = [ti for ti in dag_run.get_task_instances() if ti.task_id == "detect_part"]
     assert sorted(ti.map_index for ti in parts) == [0, 1, 2] and {ti.state for ti in parts} == {"success"}
+    labels = sorted(ti.rendered_map_index for ti in parts)  # the UI's names for the shards, in plain words
+    assert len(labels) == 3 and all(re.fullmatch(r"shard [123] of 3: rooms (below \d+|\d+ to \d+|from \d+)", x)
+                                    for x in labels), labels
+    assert "XCom not found" not in capfd.readouterr().out  # the detect task reads the shards' results by index
     assert next(ti for ti in dag_run.get_task_instances() if ti.task_id == "discard_partial_detect").state == "skipped"
     assert sides_equal(db) == {"rooms": 0, "participants": 0}
     run = db.execute("SELECT run_id, status, counts, repaired, validation, step_durations, triggered_by "

@@ -86,6 +86,10 @@ def test_daily_review_flags_regressions_repairs_open_keys_and_escalates_recurrin
     assert resolution["recurring"][0]["room_id"] == room and resolution["recurring"][0]["runs"] == 3
     assert sides_equal(db) == {"rooms": 0, "participants": 0}
     assert attention is True and "**regression** sync_delay_p95_s" in markdown and "**recurring**" in markdown
+    # a text for people: figures with their units, no Python value printed
+    assert "- sync delay today: p50 2.0 s, p95 2.0 s, p99 2.0 s over 60 events" in markdown
+    assert f"repaired: 1 (run {resolution['rechecked_run']})" in markdown
+    assert "{" not in markdown and "None" not in markdown
     assert (reports / "daily" / "2026-11-10.md").read_text() == markdown
     assert [k for k, _ in captured] == ["maintenance_daily"]
 
@@ -219,3 +223,26 @@ def test_monthly_audit_review_capacity_and_report_files(db, clean_db, reports, d
     assert "href='reports/monthly/2026-10/report.html'" in page
     assert client.get("/reports/monthly/2026-10/report.html").text == html
     assert client.get("/reports/monthly/2026-10/..%2F..%2Fdaily").status_code == 404
+
+
+@pytest.mark.parametrize("dag_id, kind, length", [
+    ("chat_maintenance_daily", "daily", timedelta(days=1)),
+    ("chat_maintenance_weekly", "weekly", timedelta(days=7)),
+])
+def test_a_run_without_a_logical_date_covers_the_last_complete_interval(db, clean_db, reports, dagbag, dag_id, kind,
+                                                                        length):
+    """The REST API's default trigger and `airflow dags trigger` give a run no logical date, hence no
+    data interval: the run covers the schedule's last complete interval before it was due."""
+    dag_run = dagbag.get_dag(dag_id).test(logical_date=None)
+    assert dag_run.state == "success"
+    assert dag_run.logical_date is None
+    due = dag_run.run_after.astimezone(timezone.utc)
+    end = due.replace(hour=0, minute=0, second=0, microsecond=0)
+    if kind == "weekly":  # the week ends on Sunday 00:00 UTC
+        end -= timedelta(days=(end.weekday() + 1) % 7)
+    (start, stop, markdown), = db.execute("SELECT interval_start, interval_end, markdown "
+                                          "FROM chatsync.maintenance_reports WHERE kind = %s", (kind,)).fetchall()
+    assert (start, stop) == (end - length, end)
+    assert "None" not in markdown and "{" not in markdown
+    if kind == "daily":  # nothing synced, nothing open
+        assert "- sync delay today: no event synced" in markdown and "repaired: 0\n" in markdown

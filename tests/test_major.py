@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -140,6 +141,44 @@ def _hourly_hands_over_a_major_run(db, clean_db, dagbag, monkeypatch) -> dict:
     return started[0][0]
 
 
+def test_the_procedure_runs_unpaused_one_at_a_time_and_a_paused_one_fails_the_hand_over(
+        db, clean_db, dagbag, monkeypatch):
+    """Airflow pauses new DAGs by default: the hand-over would queue a run nobody sees. The major
+    DAG is created unpaused and runs one procedure at a time (one approval per incident); if an
+    operator paused it, the hand-over fails saying so instead of waiting."""
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    procedure = dagbag.get_dag(MAJOR)
+    assert procedure.is_paused_upon_creation is False and procedure.max_active_runs == 1
+
+    from chatsync.simulate import simulate
+
+    monkeypatch.setenv("CHATSYNC_REPAIR_MAX_CHANGES", "5")
+    simulate(clean_db, rooms=20, members=10, drift=0, seed=8)
+    db.execute("UPDATE chat.chat_participants SET role = 'GUEST' WHERE room_id IN (4, 7) AND role <> 'GUEST'")
+    hourly = dagbag.get_dag("chat_consistency_hourly")
+    hourly.test(run_conf={"scope": "incremental"})  # writes every DAG of the folder to the metadata database
+    from airflow.models.dagrun import DagRun
+
+    def procedure_runs() -> int:
+        with create_session() as session:
+            return session.query(DagRun).filter(DagRun.dag_id == MAJOR).count()
+
+    with create_session() as session:
+        assert session.get(DagModel, MAJOR).is_paused is False  # as created
+        session.get(DagModel, MAJOR).is_paused = True
+    before = procedure_runs()
+    try:
+        dag_run = hourly.test(run_conf={"scope": "full"})
+    finally:
+        with create_session() as session:
+            session.get(DagModel, MAJOR).is_paused = False
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["too_many"] == "success" and states["start_major_procedure"] == "failed"
+    assert dag_run.state == "failed" and procedure_runs() == before  # nothing left queued unseen
+
+
 def test_hourly_major_run_goes_to_the_procedure_and_an_approved_plan_is_applied(
         db, clean_db, dagbag, monkeypatch, approver):
     conf = _hourly_hands_over_a_major_run(db, clean_db, dagbag, monkeypatch)
@@ -150,7 +189,11 @@ def test_hourly_major_run_goes_to_the_procedure_and_an_approved_plan_is_applied(
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert answer.answered.is_set(), states
     assert answer.seen["subject"].startswith("chatsync: approve")
-    assert "run_id" in answer.seen["body"] and "by_action" in answer.seen["body"]  # the plan is shown
+    body = answer.seen["body"]  # the plan, as Markdown a person reads
+    procedure_run = re.search(r"^Run \*\*(\d+)\*\* found a major inconsistency in \*\*2\*\* chat rooms", body)
+    assert procedure_run and int(procedure_run[1]) > conf["run_id"]  # the procedure's own detect run
+    assert "| role_mismatch |" in body and "| update |" in body and f"chatsync rollback {procedure_run[1]}" in body
+    assert "{" not in body and "None" not in body
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert dag_run.state == "success", states
     assert states["approve"] == "success" and states["apply"] == "success" and states["finish"] == "success"

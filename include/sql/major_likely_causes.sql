@@ -1,4 +1,4 @@
--- Major-inconsistency procedure: what the event road says about these rooms over the last day —
+-- Major-inconsistency procedure: what the sync log says about these rooms over the last day —
 -- dead letters by reason class, and when each room last had an event synced.
 SELECT 'dead_letter' AS source, regexp_replace(regexp_replace(reason, '''[^'']*''', '''…''', 'g'), '[0-9]+', 'N', 'g'),
        count(*), max(received_at)

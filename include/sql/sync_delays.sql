@@ -1,4 +1,4 @@
--- The event road's figures from the sync log, over [start, end) and/or one worker (NULL: any):
+-- The event sync's figures from the sync log, over [start, end) and/or one worker (NULL: any):
 -- events, applied, sync delay (processed - occurred) percentiles and max, the processing span,
 -- redeliveries. The health page, maintenance, the event benchmark and the demo all read this.
 SELECT count(*),
