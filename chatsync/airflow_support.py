@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable
 from datetime import timedelta, timezone
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from chatsync.config import Settings, check_environment
 from chatsync.errors import ConfigError, ValidationError, ValidationFailed
@@ -266,7 +266,9 @@ def data_interval():
     import pendulum  # the timetables compute on pendulum's DateTime
 
     run_after = pendulum.instance(ctx["dag_run"].run_after)
-    interval = ctx["dag"].timetable.infer_manual_data_interval(run_after=run_after)
+    # chatsync's interval DAGs schedule with airflow.timetables' CronDataIntervalTimetable, which has it
+    timetable: Any = ctx["dag"].timetable
+    interval = timetable.infer_manual_data_interval(run_after=run_after)
     return interval.start, interval.end
 
 
