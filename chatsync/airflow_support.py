@@ -292,3 +292,37 @@ def fail_fast(fn: F) -> F:
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+class DeferredApp:
+    """An ASGI app built at its first request. Airflow imports the plugins in every process
+    (scheduler, dag-processor, workers) and only the api-server serves the pages: building the
+    app there, on demand, keeps FastAPI and Airflow's security module (~1 s of imports) out of the
+    others."""
+
+    def __init__(self, build: Callable[[], Any]):
+        self._build = build
+        self._app: Any = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self._app is None:
+            self._app = self._build()
+        await self._app(scope, receive, send)
+
+
+def plugin_app() -> DeferredApp:
+    """The health app as the plugin mounts it in the api-server: its pages need a user logged in to
+    Airflow (the UI's session cookie or an API token, checked by Airflow's own dependency); a
+    browser without one goes to Airflow's login page and comes back."""
+
+    def build():
+        from airflow.api_fastapi.app import get_auth_manager
+        from airflow.api_fastapi.core_api.security import get_user
+        from fastapi import Depends
+
+        from chatsync.web import create_app
+
+        return create_app(page_dependencies=[Depends(get_user)],
+                          login_url=lambda next_url: get_auth_manager().get_url_login(next_url=next_url))
+
+    return DeferredApp(build)

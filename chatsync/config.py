@@ -32,6 +32,7 @@ def default_home() -> Path:
 WAL_COMPRESSION_CHOICES = ("default", "off", "pglz", "lz4", "zstd")
 MAX_WHOLE_NUMBER = 2**63 - 1  # whole-number settings reach SQL (bigint) and Redis as 64-bit integers
 MAX_LOCK_TIMEOUT_MS = 2**31 - 1  # PostgreSQL's limit for lock_timeout
+MIN_METRICS_TOKEN_CHARS = 16  # a bearer token shorter than this is guessable
 REDIS_SOCKET_TIMEOUT_SECONDS = 5  # a Redis reply (a blocking read's too) must come within this
 MAX_FREEZE_TTL_SECONDS = 7 * 24 * 3600  # the longest lease of a write freeze
 # Numbers as text, for fullmatch: ASCII only, where int() and float() also take '1_2', ' 12 ' and
@@ -52,7 +53,7 @@ NOT_SETTINGS = (
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str | None = None  # libpq URL or conninfo; None -> embedded demo services
+    database_url: str | None = None  # libpq URL or conninfo; every command but `chatsync demo` needs it
     redis_url: str | None = None
     ops_schema: str = "chatsync"
     mapping_path: str = str(Path(__file__).with_name("mapping.yaml"))
@@ -76,7 +77,7 @@ class Settings:
     # Full scans of at least this many rows first compare per-room fingerprints hashed from both
     # tables and diff only the rooms that differ, unless more than fingerprint_max_room_fraction
     # of the rooms do. 0 = never: measured at 10M rows and 1 % drift, hashing 20M rows costs more
-    # than the row diff it saves, spread or concentrated (README, Scale).
+    # than the row diff it saves, spread or concentrated (docs/benchmarks.md).
     fingerprint_min_rows: int = 0
     fingerprint_max_room_fraction: float = 0.25
     # With fingerprints maintained by triggers (chatsync fingerprints install) a full scan diffs
@@ -90,7 +91,7 @@ class Settings:
     # The repair's transactions compress the full-page images they write to the WAL with this
     # method when the database role may set it (superuser, or GRANT SET ON PARAMETER
     # wal_compression): at 1M participants, 73 MB of WAL became 37 MB and the repair ~9 % faster
-    # (README, Benchmark). "default" leaves the server's setting.
+    # (docs/benchmarks.md). "default" leaves the server's setting.
     repair_wal_compression: str = "lz4"
     # Incremental scope re-reads this much before the last watermark (commit lag, clock skew).
     incremental_overlap_seconds: int = 120
@@ -102,6 +103,9 @@ class Settings:
     error_rate_min_events: int = 20  # below this many events in the window, no error-rate alert
     health_window_minutes: int = 15  # the window the thresholds are evaluated over
     alert_repeat_minutes: int = 60  # a condition still breached is re-sent after this (0: never)
+    # When set, /metrics answers only a request with `Authorization: Bearer <metrics_token>`
+    # (Prometheus: `authorization: {credentials: ...}`); the health page needs an Airflow login.
+    metrics_token: str | None = None
 
     # Maintenance: regressions, recurring keys, index care, retention (days, counted back from
     # the end of the DAG run's data interval, so a backfill deletes what it would have then).
@@ -200,6 +204,10 @@ class Settings:
         for name in ("mapping_path", "sql_dir"):
             if not Path(getattr(self, name)).exists():
                 raise bad(name, "no such file or directory")
+        if self.metrics_token is not None and len(self.metrics_token) < MIN_METRICS_TOKEN_CHARS:
+            # not quoted back: a secret
+            raise ConfigError(f"CHATSYNC_METRICS_TOKEN: must be at least {MIN_METRICS_TOKEN_CHARS} characters "
+                              "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
         # the URLs are not quoted back: they may hold a password
         if self.database_url and (problem := _database_url_problem(self.database_url)):
             raise ConfigError(f"CHATSYNC_DATABASE_URL is not a valid database URL: {problem}")

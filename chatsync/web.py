@@ -6,12 +6,17 @@
   last runs. Plain HTML with inline SVG: no script, nothing fetched from elsewhere.
 - ``GET /health.json``: the same data.
 - ``GET /metrics``: Prometheus text format, prefix ``chatsync_``.
+
+In Airflow the pages need a logged-in Airflow user (``chatsync.airflow_support.plugin_app``) and
+/metrics the ``metrics_token`` when it is set.
 """
 
 from __future__ import annotations
 
 import functools
+import hmac
 import html
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -203,25 +208,40 @@ def render(snap: dict) -> str:
         dead_letters=snap["dead_letters"], frozen_chats=snap["frozen_chats"], last_runs=snap["last_runs"])
 
 
-def create_app(settings_provider=settings_for_web):
-    from fastapi import FastAPI
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
+def create_app(settings_provider=settings_for_web, page_dependencies: Sequence = (),
+               login_url: Callable[[str], str] | None = None):
+    """The app. ``page_dependencies`` guard every page but /metrics (the Airflow plugin passes
+    Airflow's own user check: run alone, the app trusts whoever reaches it, so bind it to
+    localhost); ``login_url(next)``, where a browser refused a page is sent. /metrics needs
+    ``Authorization: Bearer <metrics_token>`` when that setting is set."""
+    from fastapi import FastAPI, Header, HTTPException, Request
+    from fastapi.exception_handlers import http_exception_handler
+    from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     app = FastAPI(title="chatsync health", description=__doc__)
+    guarded = list(page_dependencies)
 
-    @app.get("/health", response_class=HTMLResponse)
+    if login_url is not None:
+        @app.exception_handler(StarletteHTTPException)
+        async def to_login(request: Request, exc: StarletteHTTPException):
+            # a person's browser goes to the login page and comes back; an API client gets the status
+            if exc.status_code in (401, 403) and "text/html" in request.headers.get("accept", ""):
+                return RedirectResponse(login_url(str(request.url)), status_code=303)
+            return await http_exception_handler(request, exc)
+
+    @app.get("/health", response_class=HTMLResponse, dependencies=guarded)
     def health_page() -> str:
         return render(snapshot(settings_provider()))
 
-    @app.get("/health.json")
+    @app.get("/health.json", dependencies=guarded)
     def health_json() -> JSONResponse:
         import json
 
         return JSONResponse(json.loads(json.dumps(snapshot(settings_provider()), default=str)))
 
-    @app.get("/reports/monthly/{month}/{name}")
+    @app.get("/reports/monthly/{month}/{name}", dependencies=guarded)
     def monthly_report_file(month: str, name: str):
-        from fastapi import HTTPException
         from fastapi.responses import FileResponse
 
         folder = (Path(settings_provider().reports_dir) / "monthly").resolve()
@@ -231,10 +251,19 @@ def create_app(settings_provider=settings_for_web):
         return FileResponse(path)
 
     @app.get("/metrics")
-    def metrics() -> Response:
+    def metrics(authorization: str | None = Header(default=None)) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        return Response(prometheus_text(snapshot(settings_provider())), media_type=CONTENT_TYPE_LATEST)
+        settings = settings_provider()
+        if settings.metrics_token is not None and not _bearer_matches(authorization, settings.metrics_token):
+            raise HTTPException(status_code=401, detail="a bearer token is required (the metrics_token setting)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return Response(prometheus_text(snapshot(settings)), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _bearer_matches(authorization: str | None, token: str) -> bool:
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 

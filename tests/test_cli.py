@@ -140,13 +140,15 @@ def test_drift_rooms_takes_its_own_default(clean_db):
      "unknown environment variable: CHATSYNC_REPAIR_MAX_CHANGE (did you mean CHATSYNC_REPAIR_MAX_CHANGES?)"),
     (["check", "--no-validate"], {"CHATSYNC_LOCK_TIMEOUT_MS": "99999999999"},
      "CHATSYNC_LOCK_TIMEOUT_MS=99999999999: must be at most 2147483647"),
+    (["check", "--no-validate"], {"CHATSYNC_METRICS_TOKEN": "hunter2"},
+     "CHATSYNC_METRICS_TOKEN: must be at least 16 characters"),
 ])
 def test_bad_environment_exits_2_on_one_line_before_any_write(db, clean_db, command, env, message):
     db.execute(SMALL_CASE)
     before = _writes(db)
     code, out, err = run(clean_db, *command, **env)
     assert code == 2 and message in err, err
-    assert len(err.strip().splitlines()) == 1 and "s3cret" not in err, err
+    assert len(err.strip().splitlines()) == 1 and "s3cret" not in err and "hunter2" not in err, err
     assert _writes(db) == before
 
 

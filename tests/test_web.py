@@ -132,21 +132,66 @@ def test_health_page_in_headless_chromium(seeded, db, tmp_path):
     assert "4242" in dom and "unknown event type" in dom and dom.count("<polyline") == 8
 
 
-def test_the_plugin_mounts_in_airflows_api_server(seeded, airflow_db, monkeypatch):
+def test_the_plugin_mounts_in_airflows_api_server_behind_its_login(seeded, airflow_db, monkeypatch):
+    import json
+
     from fastapi.testclient import TestClient
 
     monkeypatch.setenv("CHATSYNC_DATABASE_URL", seeded.database_url)
-    import chatsync_plugin
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "oncall:viewer")
+    passwords = airflow_db / "chatsync_test_passwords.json"
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
     from airflow.api_fastapi.app import create_app as airflow_app
     from airflow.plugins_manager import get_plugin_info
 
+    assert any(p["name"] == "chatsync" for p in get_plugin_info())  # Airflow loads plugins/ itself
+    import chatsync_plugin
+
     view = chatsync_plugin.ChatsyncPlugin.external_views[0]
     assert view["href"] == "/chatsync/health" and view["category"] == "browse"
-    assert any(p["name"] == "chatsync" for p in get_plugin_info())
-    client = TestClient(airflow_app(apps="core"))
-    page = client.get("/chatsync/health")
+    client = TestClient(airflow_app(apps="core"))  # its auth manager writes the users' passwords
+
+    # no Airflow login: refused, and a browser is sent to the login page and back
+    for path in ("/chatsync/health", "/chatsync/health.json", "/chatsync/reports/monthly/2026-10/report.html"):
+        assert client.get(path).status_code == 401, path
+    browser = client.get("/chatsync/health", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert browser.status_code == 303 and "login" in browser.headers["location"]
+    assert "chatsync%2Fhealth" in browser.headers["location"] or "chatsync/health" in browser.headers["location"]
+    forged = client.get("/chatsync/health", headers={"Authorization": "Bearer not.a.token"})
+    assert forged.status_code in (401, 403)
+
+    # an Airflow user's token (the UI keeps the same in its session cookie)
+    password = json.loads(passwords.read_text())["oncall"]
+    token = client.post("/auth/token", json={"username": "oncall", "password": password}).json()["access_token"]
+    page = client.get("/chatsync/health", headers={"Authorization": f"Bearer {token}"})
     assert page.status_code == 200 and "chatsync" in page.text and "inconsistency_count" in page.text
+    client.cookies.set("_token", token)
+    assert client.get("/chatsync/health.json").json()["frozen_chats"][0]["room_id"] == 4242
+    client.cookies.clear()
+
+    # /metrics: open for Prometheus by default; with metrics_token, only with it
     assert client.get("/chatsync/metrics").text.startswith("# HELP chatsync_")
+    secret = "s3cret-token-for-prometheus"
+    monkeypatch.setenv("CHATSYNC_METRICS_TOKEN", secret)
+    assert client.get("/chatsync/metrics").status_code == 401
+    assert client.get("/chatsync/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert client.get("/chatsync/metrics", headers={"Authorization": f"Bearer {secret}x"}).status_code == 401
+    allowed = client.get("/chatsync/metrics", headers={"Authorization": f"Bearer {secret}"})
+    assert allowed.status_code == 200 and allowed.text.startswith("# HELP chatsync_")
+
+
+def test_the_plugin_module_imports_neither_fastapi_nor_airflows_security():
+    """Airflow imports plugins in every process; only the api-server builds the app."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, 'plugins'); import chatsync_plugin; "
+            "print(sorted(m for m in ('fastapi', 'airflow.api_fastapi.core_api.security', 'chatsync.web') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 class _Page(HTMLParser):
