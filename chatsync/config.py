@@ -58,7 +58,7 @@ class Settings:
     ops_schema: str = "chatsync"
     mapping_path: str = str(Path(__file__).with_name("mapping.yaml"))
     sql_dir: str = str(REPO_ROOT / "include" / "sql")
-    gx_dir: str = str(REPO_ROOT / "great_expectations")
+    gx_dir: str | None = None
     events_stream: str = "chatsync:events"
     redis_prefix: str = "chatsync:"
 

@@ -293,7 +293,9 @@ def retention(settings: Settings, start: datetime, end: datetime) -> dict:
 
 
 def _gx_results_cleanup(settings: Settings, cutoff: datetime) -> dict:
-    folder = Path(settings.gx_dir) / "gx" / "uncommitted" / "validations"
+    from chatsync.validate import context_dir
+
+    folder = context_dir(settings) / "gx" / "uncommitted" / "validations"
     removed = 0
     if folder.is_dir():
         for path in folder.rglob("*.json"):

@@ -9,7 +9,10 @@ asset's whole query just to learn its columns, pulling every row into the task's
 (measured: 1.9 GB at 10M participants), where a table asset is introspected from the catalog and
 every expectation runs as aggregate SQL.
 
-The file context lives in ``settings.gx_dir`` (the repository's ``great_expectations/``): its
+The file context lives in a writable folder (``context_dir``): ``settings.gx_dir`` when set,
+otherwise one folder per database, ops schema and mapping under ``$AIRFLOW_HOME/chatsync/gx/``
+(or ``~/.chatsync/gx/``), started from the template ``great_expectations/`` (the data docs'
+styles and the context's configuration); two deployments on one host never share one. Its
 suites, validation definitions and checkpoint are rewritten from the rules at each run, so they
 always match the code. The Postgres datasource's connection string is the config variable
 ``${CHATSYNC_GX_CONNECTION_STRING}``, set in the environment at run time: no secret is written
@@ -26,6 +29,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import shutil
 import sys
 import time
 import types
@@ -35,8 +39,9 @@ from pathlib import Path
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from chatsync.config import Settings
+from chatsync.config import REPO_ROOT, Settings
 from chatsync.db import connection, one
+from chatsync.errors import ConfigError
 from chatsync.mapping import load_mapping
 from chatsync.rules import ENTITIES
 
@@ -44,6 +49,7 @@ log = logging.getLogger("chatsync.validate")
 DATASOURCE = "chatsync_postgres"
 CHECKPOINT = "chatsync_chat_side"
 CONNECTION_VARIABLE = "CHATSYNC_GX_CONNECTION_STRING"
+GX_TEMPLATE = REPO_ROOT / "great_expectations"  # copied to a writable folder, never written itself
 PARTIAL_UNEXPECTED = 5
 
 
@@ -138,14 +144,41 @@ def _context(settings: Settings):
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    root = Path(settings.gx_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = context_dir(settings)
     context = gx.get_context(mode="file", project_root_dir=str(root))
     bars = context.variables.progress_bars
     if bars is None or (bars.get("globally") if isinstance(bars, dict) else bars.globally):
         context.variables.progress_bars = ProgressBarsConfig(globally=False)  # task logs, not tty bars
         context.variables.save()
     return gx, context
+
+
+def context_dir(settings: Settings) -> Path:
+    """The GX file context's folder, created from the template when missing."""
+    if settings.gx_dir:
+        root = Path(settings.gx_dir)
+    else:
+        home = Path(os.environ["AIRFLOW_HOME"]) / "chatsync" if os.environ.get("AIRFLOW_HOME") \
+            else Path.home() / ".chatsync"
+        root = home / "gx" / _deployment_key(settings)
+    if not (root / "gx" / "great_expectations.yml").exists():
+        if not GX_TEMPLATE.is_dir():
+            raise ConfigError(f"no Great Expectations context in {root} and no template at {GX_TEMPLATE}: set "
+                              "CHATSYNC_GX_DIR to a writable copy of the repository's great_expectations/")
+        shutil.copytree(GX_TEMPLATE, root, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("uncommitted", "validation_results", "data_docs"))
+    return root
+
+
+def _deployment_key(settings: Settings) -> str:
+    """Which database, ops schema and mapping a context serves (no password in it)."""
+    import psycopg
+
+    where = psycopg.conninfo.conninfo_to_dict(settings.require_database())
+    parts = [str(where.get(k, "")) for k in ("host", "port", "dbname")]
+    digest = hashlib.sha256("\0".join([*parts, settings.ops_schema,
+                                        str(Path(settings.mapping_path).resolve())]).encode()).hexdigest()[:12]
+    return f"{where.get('dbname', 'db')}-{settings.ops_schema}-{digest}"
 
 
 def _same_expectations(a, b) -> bool:

@@ -48,8 +48,10 @@ DESCRIPTIONS = {
     "ops_schema": "chatsync's own schema (runs, findings, audit, sync log, ...); a plain identifier.",
     "mapping_path": "The mapping file: chatsync's logical table and column names to the real ones.",
     "sql_dir": "The folder of chatsync's SQL statements and of its migrations (`migrations/`).",
-    "gx_dir": "The Great Expectations file context (suites, checkpoint; results and Data Docs under "
-              "`gx/uncommitted/`); created when missing.",
+    "gx_dir": "The Great Expectations file context, a writable folder (suites, checkpoint; results and Data "
+              "Docs under `gx/uncommitted/`), created from the template `great_expectations/` when missing. Unset: "
+              "`$AIRFLOW_HOME/chatsync/gx/<database>-<ops schema>-<digest>` (or `~/.chatsync/gx/...`), one per "
+              "database, ops schema and mapping.",
     "events_stream": "The Redis Stream the room service appends its events to.",
     "redis_prefix": "The prefix of every cache key.",
     "repair_max_changes": "Rows to change above which a run is major (the limit is the smaller of this and "

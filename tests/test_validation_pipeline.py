@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from psycopg import sql
@@ -104,3 +105,33 @@ def test_a_deferred_module_is_imported_at_its_first_use():
         print("ok")
     """)
     assert out == "ok"
+
+
+def test_the_context_lives_in_a_writable_folder_per_deployment_and_the_template_stays_as_shipped(
+        clean_db, tmp_path, monkeypatch):
+    """Two deployments on one host (here: two mappings) keep apart; the shipped template is only read."""
+    from dataclasses import replace
+
+    from chatsync.validate import GX_TEMPLATE, _deployment_key, context_dir, validate
+
+    shipped = {p: p.read_bytes() for p in GX_TEMPLATE.rglob("*") if p.is_file()}
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    first = replace(clean_db, gx_dir=None)
+    other_mapping = tmp_path / "mapping.yaml"
+    other_mapping.write_text(Path(first.mapping_path).read_text())
+    second = replace(first, mapping_path=str(other_mapping))
+    roots = []
+    for settings in (first, second):
+        outcome = validate(settings)
+        root = context_dir(settings)
+        assert outcome.passed and outcome.docs_index.startswith(str(root))
+        assert root.parent == tmp_path / "airflow" / "chatsync" / "gx"
+        assert (root / "gx" / "expectations" / "participant_chat_table.json").is_file()
+        roots.append(root)
+    assert roots[0] != roots[1]
+    assert {p: p.read_bytes() for p in GX_TEMPLATE.rglob("*") if p.is_file()} == shipped
+    monkeypatch.delenv("AIRFLOW_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert context_dir(first).parent == tmp_path / "home" / ".chatsync" / "gx"
+    with_password = replace(first, database_url="postgresql://chatsync:p%40ss@db.internal:5433/chat")
+    assert "p@ss" not in _deployment_key(with_password) and _deployment_key(with_password).startswith("chat-chatsync-")
