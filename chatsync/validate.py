@@ -10,7 +10,7 @@ asset's whole query just to learn its columns, pulling every row into the task's
 every expectation runs as aggregate SQL.
 
 The file context lives in a writable folder (``context_dir``): ``settings.gx_dir`` when set,
-otherwise one folder per database, ops schema and mapping under ``$AIRFLOW_HOME/chatsync/gx/``
+otherwise one folder per database, ops schema and mapping under ``$AIRFLOW_HOME/chatsync_data/gx/``
 (or ``~/.chatsync/gx/``), started from the template ``great_expectations/`` (the data docs'
 styles and the context's configuration); two deployments on one host never share one. Its
 suites, validation definitions and checkpoint are rewritten from the rules at each run, so they
@@ -158,7 +158,7 @@ def context_dir(settings: Settings) -> Path:
     if settings.gx_dir:
         root = Path(settings.gx_dir)
     else:
-        home = Path(os.environ["AIRFLOW_HOME"]) / "chatsync" if os.environ.get("AIRFLOW_HOME") \
+        home = Path(os.environ["AIRFLOW_HOME"]) / "chatsync_data" if os.environ.get("AIRFLOW_HOME") \
             else Path.home() / ".chatsync"
         root = home / "gx" / _deployment_key(settings)
     if not (root / "gx" / "great_expectations.yml").exists():

@@ -69,7 +69,7 @@ def test_no_secret_in_the_repository_files():
 
 
 def test_a_celery_profile_with_two_workers():
-    workers = {n: s for n, s in SERVICES.items() if s.get("profiles") == ["celery"]}
+    workers = {n: s for n, s in SERVICES.items() if s.get("profiles") == ["celery"] and n.startswith("airflow-")}
     assert set(workers) == {"airflow-worker-1", "airflow-worker-2"}
     assert all(s["command"] == "celery worker" and s["build"] == "." for s in workers.values())
     env = SERVICES["airflow-scheduler"]["environment"]
@@ -77,3 +77,18 @@ def test_a_celery_profile_with_two_workers():
     assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:6379/")
     assert ("AIRFLOW_EXECUTOR=CeleryExecutor docker compose --profile celery up -d"
             in (REPO / "docker-compose.yml").read_text())
+
+
+def test_the_event_worker_runs_as_a_service_beside_airflow():
+    """The sub-second event path needs a running worker: compose starts one (two in the celery
+    profile), after the migrations, restarted if it dies, each with a name of its own."""
+    workers = {n: s for n, s in SERVICES.items() if "chatsync.cli worker" in " ".join(s.get("command") or [])}
+    assert set(workers) == {"chatsync-worker", "chatsync-worker-2"}
+    assert "profiles" not in workers["chatsync-worker"] and workers["chatsync-worker-2"]["profiles"] == ["celery"]
+    for service in workers.values():
+        # $$ is compose's escape: the shell in the container expands its own HOSTNAME
+        assert '--name "$${HOSTNAME}"' in service["command"][-1] and service["restart"] == "always"
+        assert service["depends_on"]["airflow-init"] == {"condition": "service_completed_successfully"}
+        env = service["environment"]
+        assert env["CHATSYNC_DATABASE_URL"].startswith("postgresql://chatsync:${CHATSYNC_DB_PASSWORD}@postgres")
+        assert env["CHATSYNC_REDIS_URL"] == SERVICES["airflow-scheduler"]["environment"]["AIRFLOW_CONN_CHATSYNC_REDIS"]

@@ -50,7 +50,7 @@ DESCRIPTIONS = {
     "sql_dir": "The folder of chatsync's SQL statements and of its migrations (`migrations/`).",
     "gx_dir": "The Great Expectations file context, a writable folder (suites, checkpoint; results and Data "
               "Docs under `gx/uncommitted/`), created from the template `great_expectations/` when missing. Unset: "
-              "`$AIRFLOW_HOME/chatsync/gx/<database>-<ops schema>-<digest>` (or `~/.chatsync/gx/...`), one per "
+              "`$AIRFLOW_HOME/chatsync_data/gx/<database>-<ops schema>-<digest>` (or `~/.chatsync/gx/...`), one per "
               "database, ops schema and mapping.",
     "events_stream": "The Redis Stream the room service appends its events to.",
     "redis_prefix": "The prefix of every cache key.",

@@ -125,7 +125,7 @@ def test_the_context_lives_in_a_writable_folder_per_deployment_and_the_template_
         outcome = validate(settings)
         root = context_dir(settings)
         assert outcome.passed and outcome.docs_index.startswith(str(root))
-        assert root.parent == tmp_path / "airflow" / "chatsync" / "gx"
+        assert root.parent == tmp_path / "airflow" / "chatsync_data" / "gx"
         assert (root / "gx" / "expectations" / "participant_chat_table.json").is_file()
         roots.append(root)
     assert roots[0] != roots[1]
