@@ -326,3 +326,23 @@ def plugin_app() -> DeferredApp:
                           login_url=lambda next_url: get_auth_manager().get_url_login(next_url=next_url))
 
     return DeferredApp(build)
+
+
+def chat_table_assets() -> list:
+    """The chat tables as Airflow Assets. The validate tasks update them once a repair has been
+    validated, so a DAG of the user's scheduled on them (``schedule=[Asset("chatsync://chat-side/
+    chat_participants")]``) runs after each repair that left the chat side correct. The URI names
+    the mapping's logical table, the same whatever the real table is called."""
+    from airflow.sdk import Asset
+
+    from chatsync.rules import ENTITIES
+
+    return [Asset(name=f"chatsync.{e.chat_table}", uri=f"chatsync://chat-side/{e.chat_table}", group="chatsync")
+            for e in ENTITIES]
+
+
+def record_validated_repair(context, outcome: dict, run_id: int) -> None:
+    """Say in the Asset events which run repaired and validated the chat tables."""
+    for asset in chat_table_assets():
+        context["outlet_events"][asset].extra = {"run_id": run_id, "validation_passed": outcome["passed"],
+                                                 "expectations": outcome.get("evaluated")}

@@ -15,7 +15,16 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
 from chatsync import engine, health
-from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, run_label, settings_from_airflow, ui_link
+from chatsync.airflow_support import (
+    DEFAULT_ARGS,
+    chat_table_assets,
+    fail_fast,
+    on_dag_failure,
+    record_validated_repair,
+    run_label,
+    settings_from_airflow,
+    ui_link,
+)
 
 
 @dag(
@@ -74,10 +83,12 @@ def chat_consistency_hourly():
     def repair(found: dict) -> dict:
         return engine.repair_step(settings_from_airflow(), found["run_id"])
 
-    @task
+    @task(outlets=chat_table_assets())  # a validated repair updates the chat tables' Assets
     @fail_fast
     def validate(found: dict) -> dict:
-        return engine.validate_step(settings_from_airflow(), found["run_id"])
+        outcome = engine.validate_step(settings_from_airflow(), found["run_id"])
+        record_validated_repair(get_current_context(), outcome, found["run_id"])
+        return outcome
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     @fail_fast

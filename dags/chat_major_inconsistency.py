@@ -16,7 +16,15 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
 from chatsync import engine, major
-from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, run_label, settings_from_airflow
+from chatsync.airflow_support import (
+    DEFAULT_ARGS,
+    chat_table_assets,
+    fail_fast,
+    on_dag_failure,
+    record_validated_repair,
+    run_label,
+    settings_from_airflow,
+)
 
 
 @dag(
@@ -71,10 +79,12 @@ def chat_major_inconsistency():
     def apply(correction: dict) -> dict:
         return engine.repair_step(settings_from_airflow(), correction["run_id"])
 
-    @task(retries=0)
+    @task(retries=0, outlets=chat_table_assets())  # a validated repair updates the chat tables' Assets
     @fail_fast
     def validate(correction: dict) -> dict:
-        return engine.validate_step(settings_from_airflow(), correction["run_id"])
+        outcome = engine.validate_step(settings_from_airflow(), correction["run_id"])
+        record_validated_repair(get_current_context(), outcome, correction["run_id"])
+        return outcome
 
     @task
     @fail_fast

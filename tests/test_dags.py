@@ -85,6 +85,15 @@ def test_hourly_dag_end_to_end_repairs_simulated_drift(dagbag, db, clean_db, mon
     assert metrics["inconsistencies_detected"] == 8
     assert metrics["time_to_resolution_seconds"] >= 1
     assert metrics["step_seconds"] >= 3
+    # the validated repair updated the chat tables' Assets, naming the run
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = {(e.asset.uri, e.source_task_id, e.extra["run_id"], e.extra["validation_passed"])
+                  for e in session.query(AssetEvent).filter(AssetEvent.source_run_id == dag_run.run_id)}
+    assert events == {("chatsync://chat-side/chat_rooms", "validate", run_id, True),
+                      ("chatsync://chat-side/chat_participants", "validate", run_id, True)}
 
 
 def test_missing_connection_fails_at_once_without_retry(dagbag, clean_db, monkeypatch):
