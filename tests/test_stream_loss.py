@@ -36,6 +36,11 @@ def quick_env(settings, **extra) -> dict[str, str]:
                    CHATSYNC_REDIS_RECONNECT_MAX_SECONDS="0.5", CHATSYNC_REPAIR_MAX_FRACTION="0.5", **extra)
 
 
+def all_acknowledged(client, settings) -> bool:
+    group = next(g for g in client.xinfo_groups(settings.events_stream) if g["name"] in (GROUP, GROUP.encode()))
+    return group["pending"] == 0 and group["lag"] == 0
+
+
 def logged(db) -> int:
     return db.execute("SELECT count(*) FROM chatsync.sync_log").fetchone()[0]
 
@@ -145,6 +150,8 @@ def test_a_running_worker_heals_a_redis_that_came_back_empty(db, empty_on_restar
         before = logged(db)  # the first events, and any of the others already delivered when Redis died
         more = emit(settings, client, 30, seed=33, batch=10)
         wait_until(lambda: logged(db) == before + more.events, 60, "the new events to be synced")
+        # the worker acknowledges a batch after its cache update: wait for every entry's
+        wait_until(lambda: all_acknowledged(client, settings), 60, "the new events to be acknowledged")
         assert proc.poll() is None and lost.events > 0
         assert sides_equal(db) == {"rooms": 0, "participants": 0} and cache.verify(settings).total == 0
     finally:

@@ -1,0 +1,290 @@
+"""chatsync in a real Airflow, run as a user runs it: scheduler, DAG processor, triggerer and
+api-server as separate processes on free ports, a Postgres metadata database, LocalExecutor. Runs
+are triggered through the REST API with a token (no logical date: the API's default), backfilled
+with `airflow backfill create`, and a major procedure is approved through the HITL endpoints; the
+data is checked after each. Marked `deployment` (select with -m deployment)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import ADMIN_URL, REPO, free_port, sides_equal, wait_until
+from psycopg import sql
+
+pytestmark = pytest.mark.deployment
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+COMPONENTS = (("api-server",), ("scheduler",), ("dag-processor",), ("triggerer",))
+RUN_TIMEOUT = 900  # a bound on a hang, not a speed goal: the machine may be slow
+FINISHED = ("success", "failed")
+
+
+class Deployment:
+    def __init__(self, home: Path, env: dict[str, str], port: int):
+        self.home, self.env, self.port = home, env, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.processes: list[subprocess.Popen] = []
+        self.token: str | None = None
+
+    def start(self) -> None:
+        for component in COMPONENTS:
+            log = (self.home / f"{component[0]}.log").open("w")
+            args = [AIRFLOW, *component] + (["--port", str(self.port), "--host", "127.0.0.1"]
+                                            if component[0] == "api-server" else [])
+            self.processes.append(subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                   start_new_session=True))
+
+    def stop(self) -> None:
+        for p in self.processes:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.processes:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def check_alive(self) -> None:
+        for component, p in zip(COMPONENTS, self.processes):
+            if p.poll() is not None:
+                tail = (self.home / f"{component[0]}.log").read_text()[-3000:]
+                raise AssertionError(f"airflow {component[0]} exited {p.returncode}:\n{tail}")
+
+    def api(self, method: str, path: str, expect: int | tuple[int, ...] = (200, 201), **kwargs):
+        import httpx
+
+        self.check_alive()
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        answer = httpx.request(method, self.url + path, headers=headers, timeout=60, **kwargs)
+        expected = (expect,) if isinstance(expect, int) else expect
+        assert answer.status_code in expected, f"{method} {path}: {answer.status_code} {answer.text[:2000]}"
+        return answer.json() if answer.content else None
+
+    @contextlib.contextmanager
+    def chatsync_settings(self, values: dict):
+        """chatsync's settings Variable for the tasks run meanwhile."""
+        self.api("POST", "/api/v2/variables", json={"key": "chatsync_settings", "value": json.dumps(values)})
+        try:
+            yield
+        finally:
+            self.api("DELETE", "/api/v2/variables/chatsync_settings", expect=(204, 404))
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    def run_dag(self, dag_id: str, conf: dict | None = None) -> dict:
+        """Unpause, trigger with the REST API's defaults (no logical date), wait for the end."""
+        self.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        return self.wait_run(dag_id, run["dag_run_id"])
+
+    def wait_run(self, dag_id: str, run_id: str) -> dict:
+        def finished():
+            run = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+            return run if run["state"] in FINISHED else None
+        return wait_until(finished, RUN_TIMEOUT, f"{dag_id} run {run_id} to finish", every=1.0)
+
+    def failures(self, dag_id: str, run_id: str) -> str:
+        """The failed task instances' logs, for an assertion's message."""
+        import httpx
+
+        tis = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
+        out = [f"states: {self.task_states(dag_id, run_id)}"]
+        for ti in tis:
+            if ti["state"] in ("failed", "upstream_failed") and ti["try_number"]:
+                log = httpx.get(f"{self.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/"
+                                f"logs/{ti['try_number']}?map_index={ti['map_index']}",
+                                headers={"Authorization": f"Bearer {self.token}", "Accept": "text/plain"}, timeout=60)
+                out.append(f"--- {ti['task_id']}[{ti['map_index']}] try {ti['try_number']}:\n{log.text[-4000:]}")
+        return "\n".join(out)
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, list[str]]:
+        tis = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
+        out: dict[str, list[str]] = {}
+        for ti in tis:
+            out.setdefault(ti["task_id"], []).append(ti["state"])
+        return out
+
+
+@pytest.fixture(scope="module")
+def deployment(settings):
+    home = Path(tempfile.mkdtemp(prefix="chatsync_airflow_deploy_"))
+    meta_db = f"chatsync_test_{os.getpid()}_airflow"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(meta_db)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(meta_db)))
+    admin = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
+    port = free_port()
+    where = psycopg.conninfo.conninfo_to_dict(settings.database_url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CHATSYNC_"))}
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
+            f"postgresql+psycopg2://{admin.get('user', 'postgres')}@{admin.get('host', '127.0.0.1')}:"
+            f"{admin.get('port', 5432)}/{meta_db}"),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__FERNET_KEY": "",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        # no scheduled runs: unpausing a DAG would start one beside the test's own (manual and
+        # backfill runs are scheduled as usual)
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW_CONN_CHATSYNC_DB": json.dumps({"conn_type": "postgres", "host": where.get("host", "127.0.0.1"),
+                                                "port": int(where.get("port", 5432)),
+                                                "login": where.get("user", "postgres"),
+                                                "schema": where["dbname"]}),
+        "CHATSYNC_GX_DIR": str(home / "gx"),
+        "CHATSYNC_REPORTS_DIR": str(home / "reports"),
+    })
+    d = Deployment(home, env, port)
+    d.cli("db", "migrate")
+    d.start()
+    try:
+        wait_until(lambda: d.check_alive() or _answers(d.url), 300, "the api-server to answer", every=1.0)
+        password = wait_until(lambda: (home / "passwords.json").is_file()
+                              and json.loads((home / "passwords.json").read_text()).get("admin"), 120,
+                              "the auth manager's passwords file", every=0.5)
+        d.token = d.api("POST", "/auth/token", json={"username": "admin", "password": password})["access_token"]
+        dags = ("chat_consistency_hourly", "chat_sync_health", "chat_maintenance_daily", "chat_major_inconsistency")
+        wait_until(lambda: all(_parsed(d, dag) for dag in dags), 600, "the DAG processor to parse the DAGs",
+                   every=2.0)
+        yield d
+    finally:
+        d.stop()
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(meta_db)))
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url + "/api/v2/monitor/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _parsed(d: Deployment, dag_id: str) -> bool:
+    import httpx
+
+    answer = httpx.get(f"{d.url}/api/v2/dags/{dag_id}", headers={"Authorization": f"Bearer {d.token}"}, timeout=30)
+    return answer.status_code == 200
+
+
+def test_the_hourly_dag_triggered_through_the_rest_api_repairs_the_drift(deployment, db, clean_db):
+    from chatsync.simulate import simulate
+
+    report = simulate(clean_db, rooms=60, members=20, drift=0.01, seed=31)
+    assert sides_equal(db)["participants"] > 0
+    with deployment.chatsync_settings({"repair_max_fraction": 1.0, "detect_shard_rows": 500}):  # 3 shards
+        run = deployment.run_dag("chat_consistency_hourly", {"scope": "full"})
+    assert run["state"] == "success", deployment.failures("chat_consistency_hourly", run["dag_run_id"])
+    states = deployment.task_states("chat_consistency_hourly", run["dag_run_id"])
+    assert run["logical_date"] is None
+    assert len(states["detect_part"]) > 1 and set(states["detect_part"]) == {"success"}  # mapped shards
+    assert states["validate"] == ["success"] and states["outcome"] == ["success"], states
+    assert sides_equal(db) == {"rooms": 0, "participants": 0}
+    status, counts, triggered_by = db.execute("SELECT status, counts, triggered_by FROM chatsync.runs "
+                                              "WHERE kind = 'check' ORDER BY run_id DESC LIMIT 1").fetchone()
+    assert status == "validated" and counts == report.injected
+    assert triggered_by == f"airflow:chat_consistency_hourly/{run['dag_run_id']}"
+    events = deployment.api("GET", "/api/v2/assets/events?source_dag_id=chat_consistency_hourly")["asset_events"]
+    assert {e["uri"] for e in events if e["source_run_id"] == run["dag_run_id"]} == {
+        "chatsync://chat-side/chat_rooms", "chatsync://chat-side/chat_participants"}
+
+
+@pytest.mark.parametrize("dag_id", ["chat_sync_health", "chat_maintenance_daily"])
+def test_a_run_without_a_logical_date_covers_the_last_complete_interval(deployment, db, clean_db, dag_id):
+    run = deployment.run_dag(dag_id)
+    assert run["state"] == "success", deployment.failures(dag_id, run["dag_run_id"])
+    assert run["logical_date"] is None and run["data_interval_start"] is None
+    if dag_id == "chat_maintenance_daily":
+        end = datetime.fromisoformat(run["run_after"]).astimezone(timezone.utc).replace(
+            hour=0, minute=0, second=0, microsecond=0)
+        assert db.execute("SELECT interval_start, interval_end FROM chatsync.maintenance_reports "
+                          "WHERE kind = 'daily'").fetchall() == [(end - timedelta(days=1), end)]
+    else:
+        assert db.execute("SELECT count(DISTINCT bucket_start) FROM chatsync.metric_buckets").fetchone()[0] == 1
+
+
+def test_a_three_day_backfill_of_the_daily_maintenance_writes_one_report_a_day(deployment, db, clean_db):
+    deployment.api("PATCH", "/api/v2/dags/chat_maintenance_daily", json={"is_paused": False})
+    deployment.cli("backfill", "create", "--dag-id", "chat_maintenance_daily",
+                   "--from-date", "2026-11-01", "--to-date", "2026-11-03")
+
+    def three_done():
+        runs = deployment.api("GET", "/api/v2/dags/chat_maintenance_daily/dagRuns?run_type=backfill&limit=50")
+        runs = [r for r in runs["dag_runs"] if r["run_type"] == "backfill"]
+        return runs if len(runs) == 3 and all(r["state"] in FINISHED for r in runs) else None
+    runs = wait_until(three_done, RUN_TIMEOUT, "the three backfill runs", every=1.0)
+    assert {r["state"] for r in runs} == {"success"}
+    starts = [r[0] for r in db.execute("SELECT interval_start FROM chatsync.maintenance_reports "
+                                       "WHERE kind = 'daily' AND interval_start < '2026-11-05' ORDER BY 1")]
+    assert starts == [datetime(2026, 11, d, tzinfo=timezone.utc) for d in (1, 2, 3)]
+
+
+def test_a_major_procedure_is_approved_through_the_hitl_endpoints(deployment, db, clean_db):
+    from chatsync.simulate import simulate
+
+    simulate(clean_db, rooms=20, members=10, drift=0, seed=12)
+    db.execute("UPDATE chat.chat_participants SET role = 'GUEST' WHERE room_id IN (3, 5) AND role <> 'GUEST'")
+    drift = sides_equal(db)["participants"]
+    assert drift > 5
+    with deployment.chatsync_settings({"repair_max_changes": 5}):
+        dag_id = "chat_major_inconsistency"
+        deployment.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        run = deployment.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={
+            "logical_date": None, "conf": {"rooms": [3, 5], "lease_seconds": 900}})
+
+        def pending():
+            listed = deployment.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/hitlDetails")
+            waiting = [h for h in listed["hitl_details"] if h["responded_at"] is None]
+            return waiting[0] if waiting else None
+        request = wait_until(pending, RUN_TIMEOUT, "the approval request", every=1.0)
+        assert request["subject"].startswith("chatsync: approve")
+        assert "found a major inconsistency in **2** chat rooms" in request["body"]
+        assert db.execute("SELECT count(*) FROM chatsync.freezes").fetchone()[0] == 2  # writes stopped meanwhile
+        ti = request["task_instance"]
+        deployment.api("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/"
+                       f"{ti['task_id']}/-1/hitlDetails", json={"chosen_options": ["Approve"]})
+        done = deployment.wait_run(dag_id, run["dag_run_id"])
+        assert done["state"] == "success", deployment.failures(dag_id, run["dag_run_id"])
+        assert sides_equal(db) == {"rooms": 0, "participants": 0}
+        assert db.execute("SELECT count(*) FROM chatsync.freezes").fetchone()[0] == 0
+
+
+def test_the_health_page_in_the_api_server_needs_an_airflow_login(deployment, db, clean_db):
+    import httpx
+
+    page = f"{deployment.url}/chatsync/health"
+    assert httpx.get(page, timeout=60).status_code == 401
+    browser = httpx.get(page, headers={"Accept": "text/html"}, timeout=60)
+    assert browser.status_code == 303 and "/auth/login" in browser.headers["location"]
+    logged_in = httpx.get(page, headers={"Authorization": f"Bearer {deployment.token}"}, timeout=60)
+    assert logged_in.status_code == 200 and "Alert conditions" in logged_in.text
+    assert httpx.get(f"{deployment.url}/chatsync/metrics", timeout=60).text.startswith("# HELP chatsync_")
