@@ -29,6 +29,7 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 COMPONENTS = (("api-server",), ("scheduler",), ("dag-processor",), ("triggerer",))
 RUN_TIMEOUT = 900  # a bound on a hang, not a speed goal: the machine may be slow
 FINISHED = ("success", "failed")
+WORKER_HOSTNAME = "DEPLOYMENT_TEST_HOSTNAME"  # read by deployment_hostname.worker_hostname
 
 
 class Deployment:
@@ -38,13 +39,19 @@ class Deployment:
         self.processes: list[subprocess.Popen] = []
         self.token: str | None = None
 
-    def start(self) -> None:
+    def start(self, workers: tuple[tuple[str, ...], ...] = ()) -> None:
+        self.names = [c[0] for c in COMPONENTS] + [w[0] for w in workers]
         for component in COMPONENTS:
-            log = (self.home / f"{component[0]}.log").open("w")
             args = [AIRFLOW, *component] + (["--port", str(self.port), "--host", "127.0.0.1"]
                                             if component[0] == "api-server" else [])
-            self.processes.append(subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                   start_new_session=True))
+            self._spawn(component[0], args, self.env)
+        for hostname, *args in workers:  # each worker reports its own hostname on its task instances
+            self._spawn(hostname, [AIRFLOW, *args], {**self.env, WORKER_HOSTNAME: hostname})
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        log = (self.home / f"{name}.log").open("w")
+        self.processes.append(subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                               start_new_session=True))
 
     def stop(self) -> None:
         for p in self.processes:
@@ -58,10 +65,10 @@ class Deployment:
                 p.wait()
 
     def check_alive(self) -> None:
-        for component, p in zip(COMPONENTS, self.processes):
+        for name, p in zip(self.names, self.processes):
             if p.poll() is not None:
-                tail = (self.home / f"{component[0]}.log").read_text()[-3000:]
-                raise AssertionError(f"airflow {component[0]} exited {p.returncode}:\n{tail}")
+                tail = (self.home / f"{name}.log").read_text()[-3000:]
+                raise AssertionError(f"airflow {name} exited {p.returncode}:\n{tail}")
 
     def api(self, method: str, path: str, expect: int | tuple[int, ...] = (200, 201), **kwargs):
         import httpx
@@ -121,23 +128,26 @@ class Deployment:
         return out
 
 
-@pytest.fixture(scope="module")
-def deployment(settings):
-    home = Path(tempfile.mkdtemp(prefix="chatsync_airflow_deploy_"))
-    meta_db = f"chatsync_test_{os.getpid()}_airflow"
+@contextlib.contextmanager
+def airflow_deployment(settings, name: str, executor: str = "LocalExecutor", extra_env: dict | None = None,
+                       workers: tuple[tuple[str, ...], ...] = ()):
+    """A whole Airflow on free ports with a metadata database of its own; ``workers`` are more
+    processes to start beside the four components (Celery workers), each ``(hostname, *args)``."""
+    home = Path(tempfile.mkdtemp(prefix=f"chatsync_airflow_{name}_"))
+    meta_db = f"chatsync_test_{os.getpid()}_{name}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(meta_db)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(meta_db)))
     admin = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
+    meta_url = (f"{admin.get('user', 'postgres')}@{admin.get('host', '127.0.0.1')}:{admin.get('port', 5432)}/"
+                f"{meta_db}")
     port = free_port()
     where = psycopg.conninfo.conninfo_to_dict(settings.database_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CHATSYNC_"))}
     env.update({
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
-            f"postgresql+psycopg2://{admin.get('user', 'postgres')}@{admin.get('host', '127.0.0.1')}:"
-            f"{admin.get('port', 5432)}/{meta_db}"),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{meta_url}",
+        "AIRFLOW__CORE__EXECUTOR": executor,
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
@@ -157,12 +167,14 @@ def deployment(settings):
                                                 "port": int(where.get("port", 5432)),
                                                 "login": where.get("user", "postgres"),
                                                 "schema": where["dbname"]}),
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{meta_url}",
         "CHATSYNC_GX_DIR": str(home / "gx"),
         "CHATSYNC_REPORTS_DIR": str(home / "reports"),
+        **(extra_env or {}),
     })
     d = Deployment(home, env, port)
     d.cli("db", "migrate")
-    d.start()
+    d.start(workers)
     try:
         wait_until(lambda: d.check_alive() or _answers(d.url), 300, "the api-server to answer", every=1.0)
         password = wait_until(lambda: (home / "passwords.json").is_file()
@@ -178,6 +190,36 @@ def deployment(settings):
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(meta_db)))
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def deployment(settings):
+    with airflow_deployment(settings, "airflow") as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def celery_deployment(settings, tmp_path_factory):
+    """The same Airflow on CeleryExecutor: a Redis broker of the test's own and two workers."""
+    from chatsync.embedded import RedisServer
+
+    broker = RedisServer(tmp_path_factory.mktemp("celery_broker"))
+    broker.start()
+    extra = {"AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{broker.port}/0",
+             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "deployment_hostname.worker_hostname",
+             "PYTHONPATH": str(REPO / "tests")}
+    # --skip-serve-logs: two workers on one host would both take the log server's port
+    workers = tuple((name, "celery", "worker", "--celery-hostname", f"{name}@%h", "--skip-serve-logs")
+                    for name in ("celery-1", "celery-2"))
+    try:
+        with airflow_deployment(settings, "celery", "CeleryExecutor", extra, workers) as d:
+            for name in ("celery-1", "celery-2"):
+                wait_until(lambda name=name: d.check_alive() or " ready." in (d.home / f"{name}.log").read_text(),
+                           300, f"Celery worker {name} to be ready", every=1.0)
+            yield d
+    finally:
+        broker.kill()
 
 
 def _answers(url: str) -> bool:
@@ -288,3 +330,22 @@ def test_the_health_page_in_the_api_server_needs_an_airflow_login(deployment, db
     logged_in = httpx.get(page, headers={"Authorization": f"Bearer {deployment.token}"}, timeout=60)
     assert logged_in.status_code == 200 and "Alert conditions" in logged_in.text
     assert httpx.get(f"{deployment.url}/chatsync/metrics", timeout=60).text.startswith("# HELP chatsync_")
+
+
+def test_on_celery_the_mapped_shards_run_on_both_workers(celery_deployment, db, clean_db):
+    from chatsync.simulate import simulate
+
+    report = simulate(clean_db, rooms=60, members=20, drift=0.01, seed=41)
+    with celery_deployment.chatsync_settings({"repair_max_fraction": 1.0, "detect_shard_rows": 200}):
+        run = celery_deployment.run_dag("chat_consistency_hourly", {"scope": "full"})
+    assert run["state"] == "success", celery_deployment.failures("chat_consistency_hourly", run["dag_run_id"])
+    tis = celery_deployment.api("GET", f"/api/v2/dags/chat_consistency_hourly/dagRuns/{run['dag_run_id']}/"
+                                "taskInstances?limit=100")["task_instances"]
+    shards = [ti for ti in tis if ti["task_id"] == "detect_part"]
+    assert len(shards) > 2 and {ti["state"] for ti in shards} == {"success"}
+    assert {ti["hostname"] for ti in shards} == {"celery-1", "celery-2"}  # spread over both workers
+    assert {ti["hostname"] for ti in tis if ti["state"] == "success"} <= {"celery-1", "celery-2"}
+    assert sides_equal(db) == {"rooms": 0, "participants": 0}
+    status, counts = db.execute("SELECT status, counts FROM chatsync.runs WHERE kind = 'check' "
+                                "ORDER BY run_id DESC LIMIT 1").fetchone()
+    assert status == "validated" and counts == report.injected
