@@ -60,8 +60,13 @@ def on_dag_failure(context) -> None:
 
 
 # Transient failures retry with exponential backoff; config errors and refusals fail at once.
+# Every chatsync task opens database connections: they share this Airflow pool, so that mapped
+# shards and parallel DAG runs never open more than the database allows (docs/operations.md).
+DB_POOL = "chatsync_db"
+
 DEFAULT_ARGS = {
     "owner": "chatsync",
+    "pool": DB_POOL,
     "retries": 4,
     "retry_delay": timedelta(seconds=15),
     "retry_exponential_backoff": 2.0,

@@ -39,6 +39,7 @@ def test_image_is_the_official_airflow_3_at_the_locked_version():
 def test_init_runs_both_migrations_before_airflow_starts():
     command = " ".join(SERVICES["airflow-init"]["command"])
     assert "airflow db migrate" in command and "chatsync.cli init --reference-schema" in command
+    assert 'airflow pools set chatsync_db 16 "chatsync\'s database connections"' in command  # the tasks' pool
     for name in AIRFLOW_COMPONENTS:
         assert SERVICES[name]["depends_on"]["airflow-init"] == {"condition": "service_completed_successfully"}
         assert SERVICES[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}

@@ -36,6 +36,13 @@ def test_dag_files_do_not_import_heavy_libraries():
         assert out.stdout.strip() == "", f"{f.name} imports {out.stdout.strip()} at parse time"
 
 
+def test_every_task_runs_in_the_chatsync_db_pool(dagbag):
+    """Each task opens database connections: one pool bounds them all, mapped shards included."""
+    for dag_id, dag in dagbag.dags.items():
+        if dag_id.startswith("chat_"):
+            assert {t.pool for t in dag.tasks} == {"chatsync_db"}, dag_id
+
+
 def test_hourly_dag_shape(dagbag):
     dag = dagbag.get_dag(HOURLY)
     assert dag is not None

@@ -181,6 +181,9 @@ def airflow_deployment(settings, name: str, executor: str = "LocalExecutor", ext
                               and json.loads((home / "passwords.json").read_text()).get("admin"), 120,
                               "the auth manager's passwords file", every=0.5)
         d.token = d.api("POST", "/auth/token", json={"username": "admin", "password": password})["access_token"]
+        # the pool every chatsync task runs in, as the docs tell a user to create it
+        d.api("POST", "/api/v2/pools", json={"name": "chatsync_db", "slots": 4,
+                                             "description": "chatsync's database connections"})
         dags = ("chat_consistency_hourly", "chat_sync_health", "chat_maintenance_daily", "chat_major_inconsistency")
         wait_until(lambda: all(_parsed(d, dag) for dag in dags), 600, "the DAG processor to parse the DAGs",
                    every=2.0)
@@ -249,6 +252,9 @@ def test_the_hourly_dag_triggered_through_the_rest_api_repairs_the_drift(deploym
     states = deployment.task_states("chat_consistency_hourly", run["dag_run_id"])
     assert run["logical_date"] is None
     assert len(states["detect_part"]) > 1 and set(states["detect_part"]) == {"success"}  # mapped shards
+    tis = deployment.api("GET", f"/api/v2/dags/chat_consistency_hourly/dagRuns/{run['dag_run_id']}/"
+                         "taskInstances?limit=100")["task_instances"]
+    assert {ti["pool"] for ti in tis} == {"chatsync_db"}  # every task's connections counted in one pool
     assert states["validate"] == ["success"] and states["outcome"] == ["success"], states
     assert sides_equal(db) == {"rooms": 0, "participants": 0}
     status, counts, triggered_by = db.execute("SELECT status, counts, triggered_by FROM chatsync.runs "
