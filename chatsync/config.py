@@ -110,6 +110,7 @@ class Settings:
     # Maintenance: regressions, recurring keys, index care, retention (days, counted back from
     # the end of the DAG run's data interval, so a backfill deletes what it would have then).
     reports_dir: str = str(REPO_ROOT / "reports")
+    reports_conn_id: str | None = None  # the Airflow connection of an object store in reports_dir
     regression_factor: float = 1.5  # a day's figure above 1.5x its previous-7-days value
     recurring_runs: int = 3  # a key found by this many runs in 7 days is escalated
     reindex_max_leaf_density: float = 60.0  # a B-tree whose leaves are emptier than this % is rebuilt

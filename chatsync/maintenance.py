@@ -3,8 +3,9 @@
 Every function takes the DAG run's [start, end) and reads only that interval (plus, for
 comparisons, the intervals before it), so an Airflow rerun or backfill gives the same report;
 what maintenance changes is recorded in maintenance_actions under its interval, so it is never
-done twice. Reports are stored in maintenance_reports (JSON + Markdown) and written as Markdown
-files under ``settings.reports_dir``; a report that needs a person raises one alert.
+done twice. Reports are stored in maintenance_reports (JSON + Markdown) and written as files
+under ``settings.reports_dir`` (``chatsync.report_store``: a folder or an object store); a report
+that needs a person raises one alert.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from chatsync import alerts, metrics
+from chatsync import alerts, metrics, report_store
 from chatsync.config import Settings
 from chatsync.db import connection, one, ops_ident, sql_file, unsettled_runs
 from chatsync.diff import Scope, detect
@@ -401,7 +401,7 @@ def month_review(settings: Settings, start: datetime, end: datetime) -> dict:
     return {"days": days, "trend": {k: trend(k) for k in ("events", "dead_letters", "delay_p95_s", "open_max")}}
 
 
-def _charts(folder: Path, review: dict, cap: dict) -> list[str]:
+def _charts(settings: Settings, folder: tuple[str, ...], review: dict, cap: dict) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -416,32 +416,41 @@ def _charts(folder: Path, review: dict, cap: dict) -> list[str]:
         ax.tick_params(axis="x", labelrotation=90, labelsize=7)
         fig.tight_layout()
         name = f"{key}.png"
-        fig.savefig(folder / name, dpi=90)
-        plt.close(fig)
+        _save_chart(settings, folder, name, fig)
         made.append(name)
     fig, ax = plt.subplots(figsize=(7, 2.6))
     tables = sorted(cap, key=lambda t: -cap[t]["bytes_now"])[:8]
     ax.barh([t.split(".")[-1] for t in tables], [cap[t]["bytes_now"] / 2**20 for t in tables])
     ax.set_title("table size now (MiB)")
     fig.tight_layout()
-    fig.savefig(folder / "table_sizes.png", dpi=90)
-    plt.close(fig)
+    _save_chart(settings, folder, "table_sizes.png", fig)
     made.append("table_sizes.png")
     return made
+
+
+def _save_chart(settings: Settings, folder: tuple[str, ...], name: str, fig) -> None:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=90)
+    plt.close(fig)
+    report_store.write(settings, (*folder, name), png.getvalue())
 
 
 def monthly_report(settings: Settings, start: datetime, end: datetime, audit: dict) -> dict:
     record_table_sizes(settings, "monthly", start)
     review, cap = month_review(settings, start, end), capacity(settings)
     report = {"interval": [start.isoformat(), end.isoformat()], "audit": audit, "review": review, "capacity": cap}
-    folder = Path(settings.reports_dir) / "monthly" / f"{start:%Y-%m}"
-    folder.mkdir(parents=True, exist_ok=True)
-    report["charts"] = _charts(folder, review, cap)
+    folder = ("monthly", f"{start:%Y-%m}")
+    report["charts"] = _charts(settings, folder, review, cap)
     markdown = _monthly_markdown(report)
-    (folder / "report.html").write_text(_html(markdown, f"chatsync monthly report {start:%Y-%m}"))
+    html = report_store.write(settings, (*folder, "report.html"),
+                              _html(markdown, f"chatsync monthly report {start:%Y-%m}"))
     attention = not audit["validation"]["passed"]
-    out = _store(settings, "monthly", start, end, report, markdown, attention, path=folder / "report.md")
-    return {**out, "folder": str(folder)}
+    out = _store(settings, "monthly", start, end, report, markdown, attention, parts=(*folder, "report.md"))
+    return {**out, "folder": str(html.parent)}
 
 
 def _monthly_markdown(r: dict) -> str:
@@ -480,8 +489,9 @@ def _html(markdown: str, title: str) -> str:
 # -- storage ----------------------------------------------------------------------------------------
 
 def _store(settings: Settings, kind: str, start: datetime, end: datetime, report: dict, markdown: str,
-           attention: bool, path: Path | None = None) -> dict:
-    """The report in maintenance_reports and as Markdown (reports/<kind>/<start>.md unless given)."""
+           attention: bool, parts: tuple[str, ...] | None = None) -> dict:
+    """The report in maintenance_reports and as Markdown (<kind>/<start>.md under reports_dir
+    unless given)."""
     with connection(settings) as conn:
         conn.execute(J(
             "INSERT INTO {}.maintenance_reports (kind, interval_start, interval_end, report, markdown, attention) "
@@ -489,12 +499,12 @@ def _store(settings: Settings, kind: str, start: datetime, end: datetime, report
             "interval_end = EXCLUDED.interval_end, report = EXCLUDED.report, markdown = EXCLUDED.markdown, "
             "attention = EXCLUDED.attention, written_at = clock_timestamp()").format(ops_ident(settings)),
             (kind, start, end, Jsonb(jsonable(report)), markdown, attention))
-    path = path or Path(settings.reports_dir) / kind / f"{start:%Y-%m-%d}.md"
+    parts = parts or (kind, f"{start:%Y-%m-%d}.md")
+    path: object = "/".join(parts)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(markdown)
+        path = report_store.write(settings, parts, markdown)
     except OSError as exc:  # the database copy is the record; the file is a convenience
-        log.warning("could not write %s: %s", path, exc)
+        log.warning("could not write the report %s under %s: %s", path, settings.reports_dir, exc)
     if attention:
         alerts.notify(f"maintenance_{kind}", f"{kind} maintenance of {start:%Y-%m-%d} needs attention: "
                       + "; ".join(_attention_lines(report)), interval_start=start.isoformat())

@@ -18,12 +18,11 @@ import hmac
 import html
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from chatsync import health
+from chatsync import health, report_store
 from chatsync.config import Settings
 from chatsync.db import connection, sql_file
 from chatsync.errors import ConfigError
@@ -80,9 +79,8 @@ def snapshot(settings: Settings, now: datetime | None = None) -> dict:
         frozen = [{"room_id": r[0], "since": r[1]} for r in conn.execute(sql_file(
             settings, "web_frozen_chats", chat_rooms=chat_rooms.ident, room_id=chat_rooms.col("room_id"),
             updated_at=chat_rooms.col("updated_at"), writes_frozen=chat_rooms.col("writes_frozen")), {"limit": 50})]
-    monthly = sorted(Path(settings.reports_dir).glob("monthly/*/report.html"))
     return {"generated_at": now.isoformat(), "window_minutes": settings.health_window_minutes,
-            "latest_monthly_report": monthly[-1].parent.name if monthly else None,
+            "latest_monthly_report": report_store.latest_monthly(settings),
             "healthy": not any(s["firing"] for s in state), "alerts": state, "figures": f, "charts": charts,
             "last_runs": runs, "dead_letters": dead, "frozen_chats": frozen}
 
@@ -241,14 +239,14 @@ def create_app(settings_provider=settings_for_web, page_dependencies: Sequence =
         return JSONResponse(json.loads(json.dumps(snapshot(settings_provider()), default=str)))
 
     @app.get("/reports/monthly/{month}/{name}", dependencies=guarded)
-    def monthly_report_file(month: str, name: str):
-        from fastapi.responses import FileResponse
+    def monthly_report_file(month: str, name: str) -> Response:
+        import mimetypes
 
-        folder = (Path(settings_provider().reports_dir) / "monthly").resolve()
-        path = (folder / month / name).resolve()
-        if not path.is_file() or folder not in path.parents:  # nothing outside the reports folder
+        # read where the tasks wrote it (a folder or an object store), not from this host's disk
+        path = report_store.monthly_file(settings_provider(), month, name)
+        if path is None:
             raise HTTPException(status_code=404, detail="no such report file")
-        return FileResponse(path)
+        return Response(path.read_bytes(), media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
 
     @app.get("/metrics")
     def metrics(authorization: str | None = Header(default=None)) -> Response:

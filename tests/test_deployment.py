@@ -51,7 +51,7 @@ class Deployment:
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         log = (self.home / f"{name}.log").open("w")
         self.processes.append(subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                               start_new_session=True))
+                                               preexec_fn=_own_group_dying_with_us))
 
     def stop(self) -> None:
         for p in self.processes:
@@ -225,6 +225,15 @@ def celery_deployment(settings, tmp_path_factory):
         broker.kill()
 
 
+def _own_group_dying_with_us() -> None:
+    """In the child: a process group of its own (stopped as a whole), and SIGTERM when the test
+    process dies without its teardown (killed), so no Airflow outlives the tests."""
+    import ctypes
+
+    os.setsid()
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _answers(url: str) -> bool:
     import httpx
 
@@ -310,9 +319,15 @@ def test_a_major_procedure_is_approved_through_the_hitl_endpoints(deployment, db
             "logical_date": None, "conf": {"rooms": [3, 5], "lease_seconds": 900}})
 
         def pending():
+            """The request, once its task is parked: an answer given while the task's process still
+            winds down, before the scheduler has taken its executor event, makes Airflow retry the
+            task, which then asks again."""
             listed = deployment.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/hitlDetails")
-            waiting = [h for h in listed["hitl_details"] if h["responded_at"] is None]
-            return waiting[0] if waiting else None
+            waiting = [h for h in listed["hitl_details"] if h["responded_at"] is None
+                       and h["task_instance"]["state"] == "awaiting_input"]
+            parked = (f"TaskInstance Finished: dag_id={dag_id}, task_id=approve, run_id={run['dag_run_id']}"
+                      in (deployment.home / "scheduler.log").read_text())
+            return waiting[0] if waiting and parked else None
         request = wait_until(pending, RUN_TIMEOUT, "the approval request", every=1.0)
         assert request["subject"].startswith("chatsync: approve")
         assert "found a major inconsistency in **2** chat rooms" in request["body"]

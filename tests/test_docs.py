@@ -69,7 +69,9 @@ DESCRIPTIONS = {
     "error_rate": "Dead letters over events in the health window above which `error_rate` alerts; also the "
                   "worker's own `sync_error_rate` alert over its last 1,000 events.",
     "inconsistency_count": "Open inconsistencies above which `inconsistency_count` alerts.",
-    "reports_dir": "Where the maintenance reports are written (`daily/`, `weekly/`, `monthly/YYYY-MM/`).",
+    "reports_dir": "Where the maintenance reports are written (`daily/`, `weekly/`, `monthly/YYYY-MM/`) and the "
+                   "health page reads them: a folder, or an object store URL (`s3://bucket/prefix`, `gs://...`, read "
+                   "through Airflow's ObjectStoragePath with `reports_conn_id`).",
     "retention_sync_log_days": "Days of sync log kept.",
     "retention_dead_letters_days": "Days of dead letters kept.",
     "retention_metrics_days": "Days of run metrics and 5-minute buckets kept.",

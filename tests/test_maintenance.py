@@ -3,6 +3,7 @@ what was repaired, rebuilt, deleted and kept, reruns and a 3-week backfill that 
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -246,3 +247,35 @@ def test_a_run_without_a_logical_date_covers_the_last_complete_interval(db, clea
     assert "None" not in markdown and "{" not in markdown
     if kind == "daily":  # nothing synced, nothing open
         assert "- sync delay today: no event synced" in markdown and "repaired: 0\n" in markdown
+
+
+def test_reports_are_written_and_served_through_object_storage(db, clean_db, dagbag, monkeypatch):
+    """reports_dir names an object store (fsspec's in-memory one here, shared by dag.test()'s tasks
+    and the app in this process): the tasks write there and the health page reads from there,
+    with no local folder involved."""
+    from airflow.sdk import ObjectStoragePath
+    from fastapi.testclient import TestClient
+
+    from chatsync.config import Settings
+    from chatsync.simulate import simulate
+    from chatsync.web import create_app
+
+    store = f"memory://chatsync-reports-{os.getpid()}"
+    monkeypatch.setenv("CHATSYNC_REPORTS_DIR", store)
+    monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)
+    simulate(clean_db, rooms=5, members=4, drift=0, seed=2)
+    assert run_for(dagbag.get_dag("chat_maintenance_monthly"), MONTH, timedelta(days=31)).state == "success"
+    assert run_for(dagbag.get_dag("chat_maintenance_daily"), DAY, timedelta(days=1)).state == "success"
+    root = ObjectStoragePath(store)
+    html = (root / "monthly" / "2026-10" / "report.html").read_text()
+    assert "chatsync monthly report 2026-10" in html
+    daily = db.execute("SELECT markdown FROM chatsync.maintenance_reports WHERE kind = 'daily'").fetchone()[0]
+    assert (root / "daily" / "2026-11-10.md").read_text() == daily
+
+    client = TestClient(create_app(lambda: Settings.from_env(database_url=clean_db.database_url)))
+    assert "href='reports/monthly/2026-10/report.html'" in client.get("/health").text
+    assert client.get("/reports/monthly/2026-10/report.html").text == html
+    chart = client.get("/reports/monthly/2026-10/events.png")
+    assert chart.headers["content-type"] == "image/png" and chart.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert client.get("/reports/monthly/2026-10/..%2Freport.md").status_code == 404
+    assert client.get("/reports/monthly/2026-1/report.html").status_code == 404

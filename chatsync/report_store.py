@@ -1,0 +1,58 @@
+"""Where the maintenance reports are kept: ``reports_dir`` as an Airflow ``ObjectStoragePath``.
+
+A local folder by default; ``s3://bucket/prefix``, ``gs://...`` (any fsspec protocol Airflow's
+providers bring) with the Airflow connection ``reports_conn_id``. The tasks that write a report
+and the api-server that serves it then need not share a disk (Celery, Kubernetes).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from chatsync.config import Settings
+from chatsync.errors import ConfigError
+
+MONTH = re.compile(r"[0-9]{4}-[0-9]{2}")
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def root(settings: Settings):
+    from airflow.sdk import ObjectStoragePath
+
+    where = settings.reports_dir
+    if "://" not in where:  # a local folder
+        where = Path(where).resolve().as_uri()
+    try:
+        return ObjectStoragePath(where, conn_id=settings.reports_conn_id)
+    except Exception as exc:  # noqa: BLE001 - an unknown protocol, a missing provider, a bad connection
+        raise ConfigError(f"CHATSYNC_REPORTS_DIR={settings.reports_dir!r}: cannot open it ({exc})") from None
+
+
+def write(settings: Settings, parts: tuple[str, ...], data: str | bytes):
+    """Write one report file under the root; returns its path."""
+    path = root(settings).joinpath(*parts)
+    path.parent.mkdir(parents=True, exist_ok=True)  # a folder on disk; nothing on an object store
+    if isinstance(data, str):
+        path.write_text(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def monthly_file(settings: Settings, month: str, name: str):
+    """A monthly report's file (report.html or one of its charts), or None: the names are checked,
+    never joined as given, so nothing outside the monthly reports can be read."""
+    if not (MONTH.fullmatch(month) and FILE_NAME.fullmatch(name)) or ".." in name:
+        return None
+    path = root(settings) / "monthly" / month / name
+    return path if path.is_file() else None
+
+
+def latest_monthly(settings: Settings) -> str | None:
+    """The month (YYYY-MM) of the newest monthly report."""
+    folder = root(settings) / "monthly"
+    if not folder.exists():
+        return None
+    months = sorted(p.name for p in folder.iterdir() if MONTH.fullmatch(p.name) and (p / "report.html").exists())
+    return months[-1] if months else None
