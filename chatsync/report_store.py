@@ -18,11 +18,16 @@ FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def root(settings: Settings):
+    """The reports' root: a ``pathlib.Path`` for a local folder (the same methods as
+    ObjectStoragePath, without importing Airflow into a command-line run), else an
+    ObjectStoragePath."""
+    where = settings.reports_dir
+    if "://" not in where:
+        return Path(where)
+    if where.startswith("file://"):
+        return Path(where.removeprefix("file://"))
     from airflow.sdk import ObjectStoragePath
 
-    where = settings.reports_dir
-    if "://" not in where:  # a local folder
-        where = Path(where).resolve().as_uri()
     try:
         return ObjectStoragePath(where, conn_id=settings.reports_conn_id)
     except Exception as exc:  # noqa: BLE001 - an unknown protocol, a missing provider, a bad connection
@@ -56,3 +61,25 @@ def latest_monthly(settings: Settings) -> str | None:
         return None
     months = sorted(p.name for p in folder.iterdir() if MONTH.fullmatch(p.name) and (p / "report.html").exists())
     return months[-1] if months else None
+
+
+def publish_site(settings: Settings, local: Path, name: str):
+    """Copy a locally built static site (Great Expectations' Data Docs) under ``data_docs/<name>/``:
+    the pages a past run wrote are there already and never change, so only new files and the
+    index (which lists every run) travel. Returns the stored index."""
+    target = root(settings) / "data_docs" / name
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        relative = path.relative_to(local).as_posix()
+        stored = target / relative
+        if relative == "index.html" or not stored.exists():
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            stored.write_bytes(path.read_bytes())
+    return target / "index.html"
+
+
+def site_file(settings: Settings, parts: list[str]):
+    """A file of the published Data Docs, or None; each part of the path is checked as a name."""
+    if not parts or any(not FILE_NAME.fullmatch(part) or ".." in part for part in parts):
+        return None
+    path = root(settings).joinpath("data_docs", *parts)
+    return path if path.is_file() else None

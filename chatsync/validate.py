@@ -160,7 +160,7 @@ def context_dir(settings: Settings) -> Path:
     else:
         home = Path(os.environ["AIRFLOW_HOME"]) / "chatsync_data" if os.environ.get("AIRFLOW_HOME") \
             else Path.home() / ".chatsync"
-        root = home / "gx" / _deployment_key(settings)
+        root = home / "gx" / context_key(settings)
     if not (root / "gx" / "great_expectations.yml").exists():
         if not GX_TEMPLATE.is_dir():
             raise ConfigError(f"no Great Expectations context in {root} and no template at {GX_TEMPLATE}: set "
@@ -170,8 +170,9 @@ def context_dir(settings: Settings) -> Path:
     return root
 
 
-def _deployment_key(settings: Settings) -> str:
-    """Which database, ops schema and mapping a context serves (no password in it)."""
+def context_key(settings: Settings) -> str:
+    """Which database, ops schema and mapping a context serves (no password in it): its folder's
+    name, and its published Data Docs' (chatsync.report_store)."""
     import psycopg
 
     where = psycopg.conninfo.conninfo_to_dict(settings.require_database())
@@ -298,6 +299,10 @@ def validate(settings: Settings, run_id: int | None = None) -> ValidationOutcome
     sites = context.get_docs_sites_urls()
     url = sites[0]["site_url"] if sites else None
     outcome.docs_index = url.removeprefix("file://") if url else None
+    if outcome.docs_index:  # beside the reports, where the health page (maybe on another host) reads them
+        from chatsync import report_store
+
+        report_store.publish_site(settings, Path(outcome.docs_index).parent, context_key(settings))
     outcome.seconds = round(time.perf_counter() - t0, 3)
     log.info("run %s: validation %s (%d expectations, %d failed) in %.2fs", run_id,
              "passed" if outcome.passed else "FAILED", outcome.evaluated, len(outcome.failed), outcome.seconds)

@@ -81,8 +81,17 @@ def snapshot(settings: Settings, now: datetime | None = None) -> dict:
             updated_at=chat_rooms.col("updated_at"), writes_frozen=chat_rooms.col("writes_frozen")), {"limit": 50})]
     return {"generated_at": now.isoformat(), "window_minutes": settings.health_window_minutes,
             "latest_monthly_report": report_store.latest_monthly(settings),
+            "data_docs": _data_docs_page(settings),
             "healthy": not any(s["firing"] for s in state), "alerts": state, "figures": f, "charts": charts,
             "last_runs": runs, "dead_letters": dead, "frozen_chats": frozen}
+
+
+def _data_docs_page(settings: Settings) -> str | None:
+    """The published Data Docs of this deployment's GX context, relative to the page."""
+    from chatsync.validate import context_key
+
+    name = context_key(settings)
+    return f"data-docs/{name}/index.html" if report_store.site_file(settings, [name, "index.html"]) else None
 
 
 # -- Prometheus ---------------------------------------------------------------------------------
@@ -199,6 +208,7 @@ def render(snap: dict) -> str:
     return _templates().get_template("health.html.j2").render(
         status="healthy" if snap["healthy"] else "ALERTING", generated_at=snap["generated_at"],
         window_minutes=snap["window_minutes"], month=snap.get("latest_monthly_report"),
+        data_docs=snap.get("data_docs"),
         alerts=[{**a, "firing": "FIRING" if a["firing"] else "ok"} for a in snap["alerts"]], metrics=shown,
         charts=[{"title": c["title"], "spans": [(span, _sparkline(c["series"][span])) for span, _, _ in SPANS]}
                 for c in snap["charts"]],
@@ -247,6 +257,15 @@ def create_app(settings_provider=settings_for_web, page_dependencies: Sequence =
         if path is None:
             raise HTTPException(status_code=404, detail="no such report file")
         return Response(path.read_bytes(), media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+
+    @app.get("/data-docs/{path:path}", dependencies=guarded)
+    def data_docs_file(path: str) -> Response:
+        import mimetypes
+
+        stored = report_store.site_file(settings_provider(), path.split("/"))
+        if stored is None:
+            raise HTTPException(status_code=404, detail="no such Data Docs file")
+        return Response(stored.read_bytes(), media_type=mimetypes.guess_type(path)[0] or "application/octet-stream")
 
     @app.get("/metrics")
     def metrics(authorization: str | None = Header(default=None)) -> Response:

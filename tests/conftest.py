@@ -37,6 +37,8 @@ def pytest_configure(config):
     for name in list(os.environ):
         if name.startswith("CHATSYNC_") and name not in ("CHATSYNC_TEST_ADMIN_URL", "CHATSYNC_TEST_REDIS_URL"):
             del os.environ[name]  # the developer's own settings must not leak into tests
+    # reports and published Data Docs go to the session's own folder, not the checkout's reports/
+    os.environ["CHATSYNC_REPORTS_DIR"] = str(AIRFLOW_HOME / "reports")
 
 
 def _admin(sql_text: sql.Composable) -> None:

@@ -4,6 +4,7 @@ what was repaired, rebuilt, deleted and kept, reruns and a 3-week backfill that 
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -279,3 +280,10 @@ def test_reports_are_written_and_served_through_object_storage(db, clean_db, dag
     assert chart.headers["content-type"] == "image/png" and chart.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert client.get("/reports/monthly/2026-10/..%2Freport.md").status_code == 404
     assert client.get("/reports/monthly/2026-1/report.html").status_code == 404
+    # the audit's Data Docs, published beside the reports and linked from the page
+    page = client.get("/health").text
+    docs = re.search(r"href='(data-docs/[^']+/index.html)'", page)
+    assert docs and (root / docs[1].replace("data-docs/", "data_docs/", 1)).is_file()
+    index = client.get("/" + docs[1])
+    assert index.status_code == 200 and "Data Docs" in index.text
+    assert client.get("/data-docs/..%2F..%2Fmonthly%2F2026-10%2Freport.html").status_code == 404

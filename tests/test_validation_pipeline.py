@@ -112,7 +112,7 @@ def test_the_context_lives_in_a_writable_folder_per_deployment_and_the_template_
     """Two deployments on one host (here: two mappings) keep apart; the shipped template is only read."""
     from dataclasses import replace
 
-    from chatsync.validate import GX_TEMPLATE, _deployment_key, context_dir, validate
+    from chatsync.validate import GX_TEMPLATE, context_dir, context_key, validate
 
     shipped = {p: p.read_bytes() for p in GX_TEMPLATE.rglob("*") if p.is_file()}
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
@@ -134,4 +134,4 @@ def test_the_context_lives_in_a_writable_folder_per_deployment_and_the_template_
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert context_dir(first).parent == tmp_path / "home" / ".chatsync" / "gx"
     with_password = replace(first, database_url="postgresql://chatsync:p%40ss@db.internal:5433/chat")
-    assert "p@ss" not in _deployment_key(with_password) and _deployment_key(with_password).startswith("chat-chatsync-")
+    assert "p@ss" not in context_key(with_password) and context_key(with_password).startswith("chat-chatsync-")
