@@ -370,3 +370,26 @@ def test_on_celery_the_mapped_shards_run_on_both_workers(celery_deployment, db, 
     status, counts = db.execute("SELECT status, counts FROM chatsync.runs WHERE kind = 'check' "
                                 "ORDER BY run_id DESC LIMIT 1").fetchone()
     assert status == "validated" and counts == report.injected
+
+
+def test_the_health_page_in_chromium_through_the_ui_login(deployment, db, clean_db, tmp_path):
+    """A person's browser: refused and sent to Airflow's login page, logs in there with the form,
+    comes back to the health page with the UI's session cookie."""
+    from browser import Browser
+
+    browser = Browser(tmp_path / "chromium")
+    try:
+        page = f"{deployment.url}/chatsync/health"
+        browser.open(page)
+        browser.wait_for("location.pathname.startsWith('/auth/login') "
+                         "&& !!document.querySelector('input[type=password]')", "the login form")
+        assert "Alert conditions" not in browser.js("document.body.innerText")  # refused without a login
+        password = json.loads((deployment.home / "passwords.json").read_text())["admin"]
+        browser.type_into("input[name=username], input:not([type=password])", "admin")
+        browser.type_into("input[type=password]", password)
+        browser.js("document.querySelector('button[type=submit]').click()")
+        browser.wait_for("location.pathname === '/chatsync/health'", "the way back to the health page")
+        browser.wait_for("document.body.innerText.includes('Alert conditions')", "the health page's content")
+        assert "_token" in {c["name"] for c in browser.call("Network.getCookies")["cookies"]}
+    finally:
+        browser.close()
