@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
+import redis
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -39,6 +40,7 @@ from chatsync.repair import repair
 
 log = logging.getLogger("chatsync.worker")
 GROUP = "chatsync"
+LIVE_WORKER_IDLE_MS = 30_000  # a consumer that asked for entries this recently is a running worker
 PAUSE_ENV = "CHATSYNC_FAULT_PAUSE_BEFORE_ACK_MS"  # fault injection (tests): sleep between commit and XACK
 
 
@@ -437,10 +439,28 @@ class Worker:
         self.client.close()
 
 
+def live_workers(client, stream: str, besides: str) -> list[str]:
+    """The group's consumers other than ``besides`` that asked for entries within
+    LIVE_WORKER_IDLE_MS: running `chatsync worker` processes."""
+    if not client.exists(stream):
+        return []
+    try:
+        consumers = client.xinfo_consumers(stream, GROUP)
+    except redis.ResponseError:  # no group yet
+        return []
+    return sorted(name for c in consumers
+                  if (name := cache.text(c["name"])) != besides and c["idle"] < LIVE_WORKER_IDLE_MS)
+
+
 def drain(settings: Settings, name: str, max_seconds: float = 240.0, batch_size: int = 2000) -> dict:
-    """Process the backlog until it is empty or max_seconds pass (the chat_events_drain DAG)."""
+    """Process the backlog until it is empty or max_seconds pass (the chat_events_drain DAG) when
+    no worker runs; beside running workers it leaves the stream to them instead of holding an
+    Airflow worker slot for minutes."""
     worker = Worker(settings, name, batch_size=batch_size, claim_idle_ms=60_000)
     try:
+        if live := live_workers(worker.client, worker.stream, name):
+            log.info("drain %s: %d worker(s) read the stream (%s): nothing to do", name, len(live), ", ".join(live))
+            return {"skipped": f"workers running: {', '.join(live)}", "events": 0, "backlog": worker.backlog()}
         stats = worker.run(until_idle=True, max_seconds=max_seconds)
         return {**stats.to_dict(), "backlog": worker.backlog()}
     finally:

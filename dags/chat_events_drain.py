@@ -1,8 +1,9 @@
 """chat_events_drain: the fallback road for room events when no `chatsync worker` runs.
 
 Every 5 minutes, drain the Redis Stream backlog with the worker's own code (same consumer
-group, so it is safe beside running workers) for at most 4 minutes, then report the backlog.
-Short and idempotent: an event is acknowledged only after its sync is committed.
+group) for at most 4 minutes, then report the backlog. Beside running workers (a consumer that
+read within 30 s) it ends at once, holding no Airflow worker slot. Idempotent: an event is
+acknowledged only after its sync is committed.
 """
 
 from datetime import timedelta

@@ -141,3 +141,29 @@ def test_events_drain_dag_syncs_the_backlog(dagbag, db, redis_settings, monkeypa
     assert cache.verify(redis_settings).total == 0
     assert client.xpending(redis_settings.events_stream, "chatsync")["pending"] == 0
     client.close()
+
+
+def test_events_drain_leaves_the_stream_to_running_workers(dagbag, db, redis_settings, monkeypatch):
+    """Beside a running `chatsync worker` (a consumer that asked for entries just now) the drain
+    holds no Airflow worker slot: it ends at once and leaves the backlog to the workers."""
+    import redis
+
+    from chatsync.eventsim import emit
+    from chatsync.simulate import simulate
+    from chatsync.worker import GROUP
+
+    simulate(redis_settings, rooms=10, members=4, drift=0, seed=3)
+    client = redis.Redis.from_url(redis_settings.redis_url)
+    stream = redis_settings.events_stream
+    emit(redis_settings, client, 40, seed=5)
+    client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    client.xreadgroup(GROUP, "worker-on-host-a", {stream: ">"}, count=1)  # a worker's read, just now
+    monkeypatch.setenv("AIRFLOW_CONN_CHATSYNC_REDIS", redis_settings.redis_url)
+    monkeypatch.setenv("CHATSYNC_EVENTS_STREAM", stream)
+    monkeypatch.setenv("CHATSYNC_REDIS_PREFIX", redis_settings.redis_prefix)
+    dag_run = dagbag.get_dag("chat_events_drain").test()
+    assert dag_run.state == "success"
+    ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "drain")
+    assert ti.xcom_pull(task_ids="drain")["skipped"] == "workers running: worker-on-host-a"
+    assert db.execute("SELECT count(*) FROM chatsync.sync_log").fetchone()[0] == 0  # left to the worker
+    client.close()
