@@ -4,9 +4,13 @@ migrations before any Airflow component, and no secret written in the file."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import tomllib
 import yaml
 
@@ -93,3 +97,19 @@ def test_the_event_worker_runs_as_a_service_beside_airflow():
         env = service["environment"]
         assert env["CHATSYNC_DATABASE_URL"].startswith("postgresql://chatsync:${CHATSYNC_DB_PASSWORD}@postgres")
         assert env["CHATSYNC_REDIS_URL"] == SERVICES["airflow-scheduler"]["environment"]["AIRFLOW_CONN_CHATSYNC_REDIS"]
+
+
+def _compose_client() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=60).returncode == 0
+
+
+@pytest.mark.skipif(not _compose_client(), reason="no docker compose client here: the parse checks above stand")
+def test_docker_compose_accepts_the_file():
+    done = subprocess.run(["docker", "compose", "-f", str(REPO / "docker-compose.yml"), "config", "--quiet"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env={**os.environ, **{k: "x" for k in ("POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD",
+                                                                  "CHATSYNC_DB_PASSWORD", "AIRFLOW_FERNET_KEY",
+                                                                  "AIRFLOW_JWT_SECRET")}})
+    assert done.returncode == 0, done.stderr

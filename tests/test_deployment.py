@@ -46,7 +46,10 @@ class Deployment:
                                             if component[0] == "api-server" else [])
             self._spawn(component[0], args, self.env)
         for hostname, *args in workers:  # each worker reports its own hostname on its task instances
-            self._spawn(hostname, [AIRFLOW, *args], {**self.env, WORKER_HOSTNAME: hostname})
+            own = self.home / hostname  # a disk of its own, as on another host
+            self._spawn(hostname, [AIRFLOW, *args], {**self.env, WORKER_HOSTNAME: hostname,
+                                                    "CHATSYNC_GX_DIR": str(own / "gx"),
+                                                    "CHATSYNC_REPORTS_DIR": str(own / "reports")})
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         log = (self.home / f"{name}.log").open("w")
@@ -215,6 +218,8 @@ def celery_deployment(settings, tmp_path_factory):
     # --skip-serve-logs: two workers on one host would both take the log server's port
     workers = tuple((name, "celery", "worker", "--celery-hostname", f"{name}@%h", "--skip-serve-logs")
                     for name in ("celery-1", "celery-2"))
+    # each worker has local folders of its own (Deployment.start), as on two hosts: what one task
+    # left on its disk, a task on the other worker cannot see
     try:
         with airflow_deployment(settings, "celery", "CeleryExecutor", extra, workers) as d:
             for name in ("celery-1", "celery-2"):
@@ -275,16 +280,26 @@ def test_the_hourly_dag_triggered_through_the_rest_api_repairs_the_drift(deploym
         "chatsync://chat-side/chat_rooms", "chatsync://chat-side/chat_participants"}
 
 
-@pytest.mark.parametrize("dag_id", ["chat_sync_health", "chat_maintenance_daily"])
+@pytest.mark.parametrize("dag_id", ["chat_sync_health", "chat_maintenance_daily", "chat_maintenance_weekly",
+                                    "chat_maintenance_monthly"])
 def test_a_run_without_a_logical_date_covers_the_last_complete_interval(deployment, db, clean_db, dag_id):
     run = deployment.run_dag(dag_id)
     assert run["state"] == "success", deployment.failures(dag_id, run["dag_run_id"])
     assert run["logical_date"] is None and run["data_interval_start"] is None
+    due = datetime.fromisoformat(run["run_after"]).astimezone(timezone.utc)
+    midnight = due.replace(hour=0, minute=0, second=0, microsecond=0)
     if dag_id == "chat_maintenance_daily":
-        end = datetime.fromisoformat(run["run_after"]).astimezone(timezone.utc).replace(
-            hour=0, minute=0, second=0, microsecond=0)
+        expected = [(midnight - timedelta(days=1), midnight)]
+    elif dag_id == "chat_maintenance_weekly":  # Sunday to Sunday
+        end = midnight - timedelta(days=(midnight.weekday() + 1) % 7)
+        expected = [(end - timedelta(days=7), end)]
+    elif dag_id == "chat_maintenance_monthly":
+        end = midnight.replace(day=1)
+        expected = [((end - timedelta(days=1)).replace(day=1), end)]
+    if dag_id.startswith("chat_maintenance_"):
+        kind = dag_id.removeprefix("chat_maintenance_")
         assert db.execute("SELECT interval_start, interval_end FROM chatsync.maintenance_reports "
-                          "WHERE kind = 'daily'").fetchall() == [(end - timedelta(days=1), end)]
+                          "WHERE kind = %s", (kind,)).fetchall() == expected
     else:
         assert db.execute("SELECT count(DISTINCT bucket_start) FROM chatsync.metric_buckets").fetchone()[0] == 1
 
