@@ -206,6 +206,7 @@ def part_label(part: dict) -> str:
 
 
 def shard_step(settings: Settings, part: dict) -> dict:
+    faults.pause("detect:part")
     plan = DetectPlan.from_dict(part)
     scope = Scope("range", room_range=tuple(part["room_range"])) if part["room_range"] else None
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 so a test can kill the process (SIGKILL), cut its database connection, or write concurrently at
 that exact moment. Inert unless CHATSYNC_FAULT_PAUSE_AT names the point.
 
-  CHATSYNC_FAULT_PAUSE_AT=repair:in_batch   which point (detect:before_finish, repair:before_batches,
+  CHATSYNC_FAULT_PAUSE_AT=repair:in_batch   which point (detect:part, detect:before_finish, repair:before_batches,
                                             repair:in_batch, repair:after_commit,
                                             check:before_validate, check:before_unlock,
                                             stream:before_heal)

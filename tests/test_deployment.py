@@ -213,6 +213,8 @@ def celery_deployment(settings, tmp_path_factory):
     broker.start()
     extra = {"AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{broker.port}/0",
              "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+             # each shard holds its worker a while, so that a worker alone cannot take every shard
+             "CHATSYNC_FAULT_PAUSE_AT": "detect:part", "CHATSYNC_FAULT_PAUSE_SECONDS": "3",
              "AIRFLOW__CORE__HOSTNAME_CALLABLE": "deployment_hostname.worker_hostname",
              "PYTHONPATH": str(REPO / "tests")}
     # --skip-serve-logs: two workers on one host would both take the log server's port
