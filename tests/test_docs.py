@@ -86,7 +86,10 @@ DESCRIPTIONS = {
 KEEP_LOWER_CASE = ("libpq", "chatsync")  # names that start a description in lower case
 LAB_NOTEBOOK = re.compile(r"(first|second|third|fourth|fifth|sixth|previous|earlier|last|this) session"
                           r"|\(20[0-9]{2}-[0-9]{2}-[0-9]{2}[;,)]|machine (ran|at normal speed)", re.IGNORECASE)
-NOT_HERE = ("DESIGN.md", "../shared")
+# Names of Markdown files and relative paths in the docs' text; a placeholder (YYYY, <name>, *) is
+# a pattern of file names, not one file.
+MARKDOWN_NAME = re.compile(r"[A-Za-z0-9_./-]+\.md\b")
+UP_PATH = re.compile(r"(?<![\w.])(?:\.\./)+[A-Za-z0-9_./-]*")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
@@ -245,7 +248,27 @@ def test_no_lab_notebook_lines():
     found = []
     for path in _doc_files():
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if LAB_NOTEBOOK.search(line) or any(word in line for word in NOT_HERE):
+            if LAB_NOTEBOOK.search(line):
                 found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
-    assert not found, ("lines that read like a lab notebook (dated runs, sessions, the machine's speed of a day) "
-                       "or name files the repository does not have:\n" + "\n".join(found))
+    assert not found, ("lines that read like a lab notebook (dated runs, sessions, the machine's speed of a "
+                       "day):\n" + "\n".join(found))
+
+
+def _inside_and_present(path: Path) -> bool:
+    resolved = path.resolve()
+    return (resolved == REPO or REPO in resolved.parents) and resolved.exists()
+
+
+def test_the_docs_name_only_files_the_repository_has():
+    """A user has the repository and nothing beside it: every Markdown file the docs name is one of
+    its files, and every path climbing up (../) leads to one of its files or folders."""
+    markdown_files = {f.name for f in REPO.rglob("*.md") if ".venv" not in f.parts}
+    found = []
+    for path in _doc_files():
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            names = [n for n in MARKDOWN_NAME.findall(line) if not re.search(r"YYYY|[<>*]", n)]
+            missing = [n for n in names if Path(n).name not in markdown_files]
+            outside = [u for u in UP_PATH.findall(line) if not _inside_and_present(path.parent / u)]
+            if missing or outside:
+                found.append(f"{path.relative_to(REPO)}:{number}: {', '.join(missing + outside)}")
+    assert not found, "files the repository does not have:\n" + "\n".join(found)
