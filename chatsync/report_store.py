@@ -45,12 +45,12 @@ def write(settings: Settings, parts: tuple[str, ...], data: str | bytes):
     return path
 
 
-def monthly_file(settings: Settings, month: str, name: str):
-    """A monthly report's file (report.html or one of its charts), or None: the names are checked,
-    never joined as given, so nothing outside the monthly reports can be read."""
-    if not (MONTH.fullmatch(month) and FILE_NAME.fullmatch(name)) or ".." in name:
+def stored_file(settings: Settings, parts: tuple[str, ...]):
+    """A stored file (a monthly report or chart, a Data Docs page), or None: each part of the path
+    is checked as a plain name, so nothing outside reports_dir can be read."""
+    if not parts or any(not FILE_NAME.fullmatch(part) or ".." in part for part in parts):
         return None
-    path = root(settings) / "monthly" / month / name
+    path = root(settings).joinpath(*parts)
     return path if path.is_file() else None
 
 
@@ -76,10 +76,3 @@ def publish_site(settings: Settings, local: Path, name: str):
             stored.write_bytes(path.read_bytes())
     return target / "index.html"
 
-
-def site_file(settings: Settings, parts: list[str]):
-    """A file of the published Data Docs, or None; each part of the path is checked as a name."""
-    if not parts or any(not FILE_NAME.fullmatch(part) or ".." in part for part in parts):
-        return None
-    path = root(settings).joinpath("data_docs", *parts)
-    return path if path.is_file() else None

@@ -80,18 +80,19 @@ def snapshot(settings: Settings, now: datetime | None = None) -> dict:
             settings, "web_frozen_chats", chat_rooms=chat_rooms.ident, room_id=chat_rooms.col("room_id"),
             updated_at=chat_rooms.col("updated_at"), writes_frozen=chat_rooms.col("writes_frozen")), {"limit": 50})]
     return {"generated_at": now.isoformat(), "window_minutes": settings.health_window_minutes,
-            "latest_monthly_report": report_store.latest_monthly(settings),
-            "data_docs": _data_docs_page(settings),
             "healthy": not any(s["firing"] for s in state), "alerts": state, "figures": f, "charts": charts,
             "last_runs": runs, "dead_letters": dead, "frozen_chats": frozen}
 
 
-def _data_docs_page(settings: Settings) -> str | None:
-    """The published Data Docs of this deployment's GX context, relative to the page."""
+def page_data(settings: Settings) -> dict:
+    """The snapshot, and the pages' links to what the tasks stored (reports_dir, maybe an object
+    store): looked up for the pages only, not on every Prometheus scrape."""
     from chatsync.validate import context_key
 
-    name = context_key(settings)
-    return f"data-docs/{name}/index.html" if report_store.site_file(settings, [name, "index.html"]) else None
+    docs = context_key(settings)
+    return {**snapshot(settings), "latest_monthly_report": report_store.latest_monthly(settings),
+            "data_docs": f"data-docs/{docs}/index.html" if report_store.stored_file(
+                settings, ("data_docs", docs, "index.html")) else None}
 
 
 # -- Prometheus ---------------------------------------------------------------------------------
@@ -240,32 +241,32 @@ def create_app(settings_provider=settings_for_web, page_dependencies: Sequence =
 
     @app.get("/health", response_class=HTMLResponse, dependencies=guarded)
     def health_page() -> str:
-        return render(snapshot(settings_provider()))
+        return render(page_data(settings_provider()))
 
     @app.get("/health.json", dependencies=guarded)
     def health_json() -> JSONResponse:
         import json
 
-        return JSONResponse(json.loads(json.dumps(snapshot(settings_provider()), default=str)))
+        return JSONResponse(json.loads(json.dumps(page_data(settings_provider()), default=str)))
 
-    @app.get("/reports/monthly/{month}/{name}", dependencies=guarded)
-    def monthly_report_file(month: str, name: str) -> Response:
+    def stored(parts: tuple[str, ...], what: str) -> Response:
         import mimetypes
 
         # read where the tasks wrote it (a folder or an object store), not from this host's disk
-        path = report_store.monthly_file(settings_provider(), month, name)
+        path = report_store.stored_file(settings_provider(), parts)
         if path is None:
+            raise HTTPException(status_code=404, detail=f"no such {what}")
+        return Response(path.read_bytes(), media_type=mimetypes.guess_type(parts[-1])[0] or "application/octet-stream")
+
+    @app.get("/reports/monthly/{month}/{name}", dependencies=guarded)
+    def monthly_report_file(month: str, name: str) -> Response:
+        if not report_store.MONTH.fullmatch(month):
             raise HTTPException(status_code=404, detail="no such report file")
-        return Response(path.read_bytes(), media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+        return stored(("monthly", month, name), "report file")
 
     @app.get("/data-docs/{path:path}", dependencies=guarded)
     def data_docs_file(path: str) -> Response:
-        import mimetypes
-
-        stored = report_store.site_file(settings_provider(), path.split("/"))
-        if stored is None:
-            raise HTTPException(status_code=404, detail="no such Data Docs file")
-        return Response(stored.read_bytes(), media_type=mimetypes.guess_type(path)[0] or "application/octet-stream")
+        return stored(("data_docs", *path.split("/")), "Data Docs file")
 
     @app.get("/metrics")
     def metrics(authorization: str | None = Header(default=None)) -> Response:
