@@ -28,7 +28,7 @@ from chatsync.db import connection, one, sql_file, with_retry
 from chatsync.errors import ConfigError
 from chatsync.mapping import load_mapping
 from chatsync.rules import ENTITIES, KINDS, Entity
-from chatsync.sqlgen import EntitySQL
+from chatsync.sqlgen import ROOM_KEY_MAX, ROOM_KEY_MIN, EntitySQL
 
 log = logging.getLogger("chatsync.diff")
 J = sql.SQL
@@ -374,7 +374,7 @@ def _split(conn, es: EntitySQL, scope: Scope, parts: int) -> list[Scope]:
     """Room-id ranges covering the scope (full: every room id; range: its range), cut evenly
     over the ids the tables hold in it: an open-ended range split by its bounds alone would give
     one part all the rows."""
-    lo, hi = scope.room_range if scope.kind == "range" and scope.room_range else (-2**63, 2**63 - 1)
+    lo, hi = scope.room_range if scope.kind == "range" and scope.room_range else (ROOM_KEY_MIN, ROOM_KEY_MAX)
     held_lo, held_hi = one(conn.execute(J(
         "SELECT least((SELECT min({rk}) FROM {room} WHERE {rk} >= %(lo)s), "
         "(SELECT min({ck}) FROM {chat} WHERE {ck} >= %(lo)s)), "

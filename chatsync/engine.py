@@ -19,6 +19,7 @@ from chatsync.db import connection, with_retry
 from chatsync.diff import Decision, DetectPlan, DetectResult, Scope, decide, detect
 from chatsync.errors import ChatsyncError, ConfigError, ValidationFailed
 from chatsync.repair import RepairResult, repair
+from chatsync.sqlgen import ROOM_KEY_MAX, ROOM_KEY_MIN
 
 log = logging.getLogger("chatsync.engine")
 
@@ -197,11 +198,11 @@ def part_label(part: dict) -> str:
     head = f"shard {part['part']} of {part['parts']}"
     if not part["room_range"]:
         return f"{head}: all rooms"
-    lo, hi = part["room_range"]  # [lo, hi); the outer shards reach the ends of bigint
-    if lo <= -2**63:
-        rooms = "all rooms" if hi >= 2**63 - 1 else f"rooms below {hi}"
+    lo, hi = part["room_range"]  # [lo, hi); the outer shards reach the ends of the key's span
+    if lo <= ROOM_KEY_MIN:
+        rooms = "all rooms" if hi >= ROOM_KEY_MAX else f"rooms below {hi}"
     else:
-        rooms = f"rooms from {lo}" if hi >= 2**63 - 1 else f"rooms {lo} to {hi - 1}"
+        rooms = f"rooms from {lo}" if hi >= ROOM_KEY_MAX else f"rooms {lo} to {hi - 1}"
     return f"{head}: {rooms}"
 
 

@@ -27,7 +27,7 @@ from psycopg import sql
 from chatsync.config import Settings
 from chatsync.db import connection, one, sql_file
 from chatsync.locks import FOLD_LOCK
-from chatsync.sqlgen import EntitySQL
+from chatsync.sqlgen import ROOM_KEY_MAX, ROOM_KEY_MIN, EntitySQL
 
 log = logging.getLogger("chatsync.fingerprints")
 J = sql.SQL
@@ -237,7 +237,7 @@ def key_ranges(conn, settings: Settings, es: EntitySQL, parts: int) -> list[tupl
         "SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY room_id) "
         "FROM {}.fingerprint_changed_keys WHERE entity = %s").format(sql.Identifier(settings.ops_schema)),
         ([i / parts for i in range(1, parts)], es.entity.name)).fetchone()[0] or []
-    bounds = sorted({-2**63, *cuts, 2**63 - 1})
+    bounds = sorted({ROOM_KEY_MIN, *cuts, ROOM_KEY_MAX})
     return list(zip(bounds, bounds[1:]))
 
 

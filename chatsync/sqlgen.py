@@ -16,6 +16,8 @@ from chatsync.mapping import Mapping, Table
 from chatsync.rules import Entity, Field
 
 J = sql.SQL  # shorthand for fixed SQL text
+# The room key's whole span (bigint): the ends of the first and last key ranges a scope is cut in.
+ROOM_KEY_MIN, ROOM_KEY_MAX = -2**63, 2**63 - 1
 
 
 def _and(parts: list[sql.Composable]) -> sql.Composable:
