@@ -623,7 +623,7 @@ def format_table(out: dict) -> str:
     return "\n".join(lines)
 
 
-def _save(out: dict, stem: str, folder: Path = RESULTS_DIR) -> None:
+def _save(out: dict, stem: str, folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{stem}_{out['participants']}_{datetime.now():%Y%m%dT%H%M%S}.json"
