@@ -7,7 +7,7 @@ VENV := .venv
 UV := .uv/bin/uv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean chromium
+.PHONY: demo test lint bench dist install clean chromium
 
 demo: $(STAMP)
 	$(VENV)/bin/chatsync demo
@@ -17,13 +17,18 @@ test: lint chromium
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check chatsync dags plugins tests
+	$(VENV)/bin/ruff check chatsync devtools dags tests
 	$(VENV)/bin/mypy
 
 # The benchmark's scratch databases go on the server CHATSYNC_DATABASE_URL names.
 bench: $(STAMP)
 	@[ -n "$$CHATSYNC_DATABASE_URL" ] || { echo "make bench needs CHATSYNC_DATABASE_URL (a server where it may create scratch databases)" >&2; exit 2; }
 	$(VENV)/bin/chatsync bench --participants 1000000 --drift 0.01
+
+# The wheels and sdists of chatsync (the product) and chatsync-devtools (simulator, demo, benchmarks).
+dist: | $(UV)
+	rm -rf dist
+	$(UV) build --all-packages --out-dir dist --python $(PYTHON)
 
 install: $(STAMP)
 
@@ -42,4 +47,4 @@ chromium:
 	  || { echo "make test needs chromium: apt-get install chromium (as root)" >&2; exit 1; }
 
 clean:
-	rm -rf .uv $(VENV) .chatsync .pytest_cache
+	rm -rf .uv $(VENV) .chatsync .pytest_cache dist

@@ -21,12 +21,14 @@ from typing import Any
 
 from chatsync.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MAPPING = Path(__file__).parent / "model" / "mapping.yaml"  # the reference schema's (package data)
 
 
-def default_home() -> Path:
-    """Where the demo keeps its embedded services and Airflow home (CHATSYNC_HOME)."""
-    return Path(os.environ.get("CHATSYNC_HOME") or REPO_ROOT / ".chatsync")
+def data_home() -> Path:
+    """Where chatsync keeps what it writes by default (reports, the GX context): beside Airflow's
+    own files in ``$AIRFLOW_HOME/chatsync_data`` inside Airflow, else ``~/.chatsync``."""
+    airflow_home = os.environ.get("AIRFLOW_HOME")
+    return Path(airflow_home) / "chatsync_data" if airflow_home else Path.home() / ".chatsync"
 
 
 WAL_COMPRESSION_CHOICES = ("default", "off", "pglz", "lz4", "zstd")
@@ -42,12 +44,12 @@ DECIMAL_NUMBER = re.compile(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
 # CHATSYNC_* names in the environment that are not settings, yet no typo (a * stands for any rest).
 NOT_SETTINGS = (
-    "CHATSYNC_HOME",                  # where the demo keeps its services (default_home)
+    "CHATSYNC_HOME",                  # where `chatsync demo` keeps its services (chatsync-devtools)
     "CHATSYNC_ROOM_DATABASE_URL",     # reserved: the room side's own database, an upcoming feature
     "CHATSYNC_DB_PASSWORD",           # docker compose: the chatsync role's password, from .env
-    "CHATSYNC_GX_CONNECTION_STRING",  # set by chatsync.validate for Great Expectations
+    "CHATSYNC_GX_CONNECTION_STRING",  # set by chatsync.validation.gx for Great Expectations
     "CHATSYNC_TEST_*",                # the test suite's own (tests/conftest.py)
-    "CHATSYNC_FAULT_*",               # fault injection (chatsync.faults, the worker)
+    "CHATSYNC_FAULT_*",               # the test suite's fault injection (tests/support)
 )
 
 
@@ -56,8 +58,7 @@ class Settings:
     database_url: str | None = None  # libpq URL or conninfo; every command but `chatsync demo` needs it
     redis_url: str | None = None
     ops_schema: str = "chatsync"
-    mapping_path: str = str(Path(__file__).with_name("mapping.yaml"))
-    sql_dir: str = str(REPO_ROOT / "include" / "sql")
+    mapping_path: str = str(DEFAULT_MAPPING)
     gx_dir: str | None = None
     events_stream: str = "chatsync:events"
     redis_prefix: str = "chatsync:"
@@ -109,7 +110,7 @@ class Settings:
 
     # Maintenance: regressions, recurring keys, index care, retention (days, counted back from
     # the end of the DAG run's data interval, so a backfill deletes what it would have then).
-    reports_dir: str = str(REPO_ROOT / "reports")
+    reports_dir: str | None = None
     reports_conn_id: str | None = None  # the Airflow connection of an object store in reports_dir
     regression_factor: float = 1.5  # a day's figure above 1.5x its previous-7-days value
     recurring_runs: int = 3  # a key found by this many runs in 7 days is escalated
@@ -202,9 +203,8 @@ class Settings:
             raise bad("repair_wal_compression", f"must be one of {', '.join(WAL_COMPRESSION_CHOICES)}")
         if not self.ops_schema.isidentifier():
             raise bad("ops_schema", "must be a plain identifier")
-        for name in ("mapping_path", "sql_dir"):
-            if not Path(getattr(self, name)).exists():
-                raise bad(name, "no such file or directory")
+        if not Path(self.mapping_path).exists():
+            raise bad("mapping_path", "no such file or directory")
         if self.metrics_token is not None and len(self.metrics_token) < MIN_METRICS_TOKEN_CHARS:
             # not quoted back: a secret
             raise ConfigError(f"CHATSYNC_METRICS_TOKEN: must be at least {MIN_METRICS_TOKEN_CHARS} characters "

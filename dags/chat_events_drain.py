@@ -1,42 +1,8 @@
-"""chat_events_drain: the fallback road for room events when no `chatsync worker` runs.
+"""chat_events_drain: applies the queued room events when no `chatsync worker` runs.
 
-Every 5 minutes, drain the Redis Stream backlog with the worker's own code (same consumer
-group) for at most 4 minutes, then report the backlog. Beside running workers (a consumer that
-read within 30 s) it ends at once, holding no Airflow worker slot. Idempotent: an event is
-acknowledged only after its sync is committed.
+Its pipeline lives in the chatsync package (chatsync.airflow.dags.chat_events_drain).
 """
 
-from datetime import timedelta
-
-import pendulum
-from airflow.sdk import dag, task
-
-from chatsync.airflow_support import DEFAULT_ARGS, fail_fast, on_dag_failure, settings_from_airflow
-
-DRAIN_SECONDS = 240  # leaves a minute before the next run is due
-
-
-@dag(
-    dag_id="chat_events_drain",
-    schedule="*/5 * * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    dagrun_timeout=timedelta(minutes=5),
-    on_failure_callback=on_dag_failure,
-    default_args={**DEFAULT_ARGS, "retries": 1, "retry_delay": timedelta(seconds=30)},
-    tags=["chatsync", "events"],
-    doc_md=__doc__,
-)
-def chat_events_drain():
-    @task(execution_timeout=timedelta(seconds=DRAIN_SECONDS + 45))
-    @fail_fast
-    def drain() -> dict:
-        from chatsync.worker import drain as drain_backlog
-
-        return drain_backlog(settings_from_airflow(), name="airflow-drain", max_seconds=DRAIN_SECONDS)
-
-    drain()
-
+from chatsync.airflow.dags.chat_events_drain import chat_events_drain
 
 chat_events_drain()

@@ -25,7 +25,16 @@ REDIS_PREFIX = f"chatsync_test_{os.getpid()}:"
 AIRFLOW_HOME = Path(tempfile.gettempdir()) / f"chatsync_airflow_{os.getpid()}"
 
 
+FAULTS = REPO / "tests" / "support" / "faults"  # the fault hook (chatsync_faults) and its sitecustomize
+
+
 def pytest_configure(config):
+    # fault injection: in this process, and in every child process through sitecustomize
+    sys.path.insert(0, str(FAULTS))
+    import chatsync_faults
+
+    chatsync_faults.install()
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")]))
     # Airflow reads its configuration when first imported: point it at a private home first.
     os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
@@ -58,10 +67,10 @@ def database_url():
 @pytest.fixture(scope="session")
 def settings(database_url, tmp_path_factory):
     from chatsync.config import Settings
-    from chatsync.migrations import migrate
+    from chatsync.db.migrations import migrate
 
     gx_dir = tmp_path_factory.mktemp("gx") / "great_expectations"
-    shutil.copytree(REPO / "great_expectations", gx_dir,
+    shutil.copytree(REPO / "chatsync" / "validation" / "great_expectations", gx_dir,
                     ignore=shutil.ignore_patterns("uncommitted", "validation_results", "data_docs"))
     s = Settings.from_env(database_url=database_url, gx_dir=str(gx_dir))
     migrate(s, reference_schema=True)
@@ -74,7 +83,7 @@ TABLES = ("room.room_participants", "room.rooms", "chat.chat_participants", "cha
 @pytest.fixture
 def clean_db(settings):
     """Empty application and ops tables before the test (the schema stays)."""
-    from chatsync import fingerprints
+    from chatsync.consistency import fingerprints
 
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         fingerprints.remove_if_installed(conn, settings)  # a test may have installed them
@@ -186,8 +195,8 @@ def world(db, redis_settings, request):
     """A small room side copied to the chat side, the cache built, a stream of this test's own."""
     import hashlib
 
-    from chatsync import cache
-    from chatsync.simulate import simulate
+    from chatsync.events import cache
+    from chatsync_devtools.simulate import simulate
 
     tag = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]
     s = replace(redis_settings, events_stream=f"{redis_settings.redis_prefix}{tag}:events",

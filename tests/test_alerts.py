@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from conftest import free_port
 
-from chatsync import health, notifiers
+from chatsync.alerting import notifiers
+from chatsync.ops import health
 
 
 class Inbox:
@@ -185,7 +186,7 @@ def test_health_dag_records_and_evaluates(db, clean_db, channels, dagbag):
 def test_a_run_past_its_timeout_is_reported_as_a_missed_deadline(channels):
     from types import SimpleNamespace
 
-    from chatsync.airflow_support import on_dag_failure
+    from chatsync.airflow.callbacks import on_dag_failure
 
     on_dag_failure({"dag_run": SimpleNamespace(dag_id="chat_consistency_hourly", run_id="scheduled__2026-11-24T10:00"),
                     "reason": "timed_out"})

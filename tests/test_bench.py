@@ -106,7 +106,7 @@ def test_events_bench_runs_every_phase_and_cleans_up(redis_settings):
 def test_a_step_childs_peak_memory_is_its_own_not_its_parents(settings):
     """ru_maxrss survives fork and exec: a step child started by a big process reported that
     process's RSS. The child's peak is its own (VmHWM), whatever the parent holds."""
-    from chatsync.bench import _rss_mb, _run_child
+    from chatsync_devtools.bench.consistency import _rss_mb, _run_child
 
     ballast = bytearray(400 * 1024 * 1024)  # this process: 400 MB more, every page touched
     for i in range(0, len(ballast), 4096):

@@ -14,10 +14,10 @@ import psycopg
 import pytest
 
 from chatsync.config import Settings
-from chatsync.diff import detect
+from chatsync.consistency.detect import detect
+from chatsync.db.migrations import migrate, pending
 from chatsync.errors import ConfigError
-from chatsync.mapping import load_mapping
-from chatsync.migrations import migrate, pending
+from chatsync.model.mapping import load_mapping
 
 
 def test_bad_settings_name_the_variable():
@@ -74,7 +74,7 @@ def test_mapping_points_at_other_tables(db, clean_db, tmp_path):
     settings = replace(clean_db, mapping_path=str(own))
     found = detect(settings)
     assert found.counts["missing_participant"] == 1
-    from chatsync.repair import repair
+    from chatsync.consistency.repair import repair
 
     repair(settings, found.run_id)
     assert db.execute(
@@ -110,7 +110,7 @@ def test_lock_timeout_is_retried_with_backoff(db, clean_db, caplog):
 
 
 def test_unreachable_database_is_transient_and_missing_database_is_config(clean_db):
-    from chatsync.db import connect
+    from chatsync.db.connection import connect
     from chatsync.errors import TransientError
 
     with pytest.raises(TransientError, match="cannot connect"):
@@ -188,8 +188,8 @@ def test_values_that_would_fail_later_are_refused_at_once(name, value, message):
 
 def test_urls_refused_even_past_the_settings_check(clean_db):
     """Settings built with replace() skip check(): connecting still fails as configuration, once."""
-    from chatsync.cache import client_for
-    from chatsync.db import connect
+    from chatsync.db.connection import connect
+    from chatsync.events.cache import client_for
 
     for url in ("postgresql://postgres@127.0.0.1:notaport/x", "postgresql://postgres@127.0.0.1:99999/x"):
         with pytest.raises(ConfigError, match="cannot use the chatsync database"):

@@ -64,8 +64,8 @@ def _pg_fields(role: str, **extra) -> dict:
 
 
 def test_postgres_role_with_special_password_and_libpq_extras(settings, pg_role):
-    from chatsync.airflow_support import postgres_conninfo
-    from chatsync.db import connect
+    from chatsync.airflow.connections import postgres_conninfo
+    from chatsync.db.connection import connect
 
     conninfo = postgres_conninfo(_connection("chatsync_test_pg", "postgres", **_pg_fields(pg_role)))
     params = conninfo_to_dict(conninfo)
@@ -91,7 +91,7 @@ def test_postgres_conninfo_connects_like_the_providers_hook(settings, pg_role):
     chatsync's conninfo connects with."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    from chatsync.airflow_support import postgres_conninfo
+    from chatsync.airflow.connections import postgres_conninfo
 
     conn = _connection("chatsync_test_pg_hook", "postgres", **_pg_fields(pg_role, keepalives_idle=30))
     hook_conn = PostgresHook(postgres_conn_id=conn.conn_id, connection=conn).get_conn()
@@ -105,7 +105,7 @@ def test_postgres_conninfo_connects_like_the_providers_hook(settings, pg_role):
 
 
 def test_postgres_extra_that_is_no_libpq_option_is_a_config_error(settings):
-    from chatsync.airflow_support import postgres_conninfo
+    from chatsync.airflow.connections import postgres_conninfo
     from chatsync.errors import ConfigError
 
     conn = _connection("chatsync_test_pg_bad", "postgres", host="127.0.0.1", login="postgres",
@@ -117,10 +117,10 @@ def test_postgres_extra_that_is_no_libpq_option_is_a_config_error(settings):
 def test_settings_from_airflow_and_for_web_read_the_same_connections(settings, pg_role, acl_redis, monkeypatch):
     """Both entry points (tasks: the task SDK's Connection.get; the health page: the secrets
     backends) go through connection_urls, from AIRFLOW_CONN_* JSON here; both settings connect."""
-    from chatsync import cache
-    from chatsync.airflow_support import settings_from_airflow
-    from chatsync.db import connect
-    from chatsync.web import settings_for_web
+    from chatsync.airflow.connections import settings_from_airflow
+    from chatsync.airflow.plugin import settings_for_web
+    from chatsync.db.connection import connect
+    from chatsync.events import cache
 
     fields = _pg_fields(pg_role)
     monkeypatch.setenv("AIRFLOW_CONN_CHATSYNC_DB", _conn_env("postgres", **fields))
@@ -139,9 +139,9 @@ def test_settings_from_airflow_and_for_web_read_the_same_connections(settings, p
 
 
 def test_missing_chatsync_db_still_names_it(settings, monkeypatch):
-    from chatsync.airflow_support import settings_from_airflow
+    from chatsync.airflow.connections import settings_from_airflow
+    from chatsync.airflow.plugin import settings_for_web
     from chatsync.errors import ConfigError
-    from chatsync.web import settings_for_web
 
     monkeypatch.delenv("AIRFLOW_CONN_CHATSYNC_DB")
     monkeypatch.delenv("CHATSYNC_DATABASE_URL", raising=False)
@@ -204,13 +204,13 @@ def acl_redis(tmp_path):
 
 
 def _redis_settings(settings, conn):
-    from chatsync.airflow_support import redis_url
+    from chatsync.airflow.connections import redis_url
 
     return replace(settings, redis_url=redis_url(conn))
 
 
 def test_redis_acl_user_with_special_password_and_db(settings, acl_redis):
-    from chatsync import cache
+    from chatsync.events import cache
 
     conn = _connection("chatsync_test_redis", "redis", host="127.0.0.1", port=acl_redis.port, login="alice",
                        password=SPECIAL, extra={"db": 3})
@@ -245,7 +245,7 @@ def test_redis_db_from_the_uri_form(settings, acl_redis):
 
     from airflow.models.connection import Connection
 
-    from chatsync import cache
+    from chatsync.events import cache
 
     uri = f"redis://alice:{quote(SPECIAL, safe='')}@127.0.0.1:{acl_redis.port}/5"
     client = cache.client_for(_redis_settings(settings, Connection(conn_id="chatsync_test_redis_uri", uri=uri)))
@@ -259,7 +259,7 @@ def test_redis_url_builds_what_the_providers_hook_builds(settings, acl_redis, mo
     connection argument the hook sets, and both reach the server as alice."""
     from airflow.providers.redis.hooks.redis import RedisHook
 
-    from chatsync import cache
+    from chatsync.events import cache
 
     fields = {"host": "127.0.0.1", "port": acl_redis.port, "login": "alice", "password": SPECIAL, "extra": {"db": 2}}
     monkeypatch.setenv("AIRFLOW_CONN_CHATSYNC_TEST_REDIS_HOOK", _conn_env("redis", **fields))
@@ -275,7 +275,7 @@ def test_redis_url_builds_what_the_providers_hook_builds(settings, acl_redis, mo
 
 
 def test_redis_connections_chatsync_cannot_use_are_config_errors(settings):
-    from chatsync.airflow_support import redis_url
+    from chatsync.airflow.connections import redis_url
     from chatsync.errors import ConfigError
 
     with pytest.raises(ConfigError, match="cluster mode"):
@@ -318,7 +318,7 @@ def tls_redis(tmp_path):
 
 
 def test_redis_over_tls_with_the_hooks_ssl_extras(settings, tls_redis):
-    from chatsync import cache
+    from chatsync.events import cache
 
     def client(conn_type="redis", **extra):
         conn = _connection(f"chatsync_test_tls_{uuid.uuid4().hex[:6]}", conn_type, host="127.0.0.1",
@@ -359,7 +359,7 @@ def test_redis_over_tls_with_the_hooks_ssl_extras(settings, tls_redis):
 def test_redis_tls_url_carries_the_cert_options(settings):
     """Without a server (runs even where redis-server has no TLS): the URL is rediss:// and
     redis-py reads every TLS extra back from it, paths with spaces included."""
-    from chatsync.airflow_support import redis_url
+    from chatsync.airflow.connections import redis_url
 
     extra = {"ssl": "true", "ssl_cert_reqs": "Optional", "ssl_ca_certs": "/etc/x y/ca.pem",
              "ssl_certfile": "/c.pem", "ssl_keyfile": "/k.pem", "ssl_check_hostname": "false", "db": 7}

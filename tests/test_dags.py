@@ -59,7 +59,7 @@ def test_hourly_dag_shape(dagbag):
 
 
 def test_hourly_dag_end_to_end_repairs_simulated_drift(dagbag, db, clean_db, monkeypatch, capfd):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)
     report = simulate(clean_db, rooms=100, members=50, drift=0.005, seed=21)
@@ -123,9 +123,9 @@ def test_events_drain_dag_shape(dagbag):
 def test_events_drain_dag_syncs_the_backlog(dagbag, db, redis_settings, monkeypatch):
     import redis
 
-    from chatsync import cache
-    from chatsync.eventsim import emit
-    from chatsync.simulate import simulate
+    from chatsync.events import cache
+    from chatsync_devtools.room_service import emit
+    from chatsync_devtools.simulate import simulate
 
     simulate(redis_settings, rooms=20, members=6, drift=0, seed=2)
     cache.resync(redis_settings)
@@ -148,9 +148,9 @@ def test_events_drain_leaves_the_stream_to_running_workers(dagbag, db, redis_set
     holds no Airflow worker slot: it ends at once and leaves the backlog to the workers."""
     import redis
 
-    from chatsync.eventsim import emit
-    from chatsync.simulate import simulate
-    from chatsync.worker import GROUP
+    from chatsync.events.worker import GROUP
+    from chatsync_devtools.room_service import emit
+    from chatsync_devtools.simulate import simulate
 
     simulate(redis_settings, rooms=10, members=4, drift=0, seed=3)
     client = redis.Redis.from_url(redis_settings.redis_url)

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
+from importlib.resources import as_file
 
 import pytest
 
-from chatsync import deploy
+from chatsync.db import migrations
 from chatsync.errors import ConfigError
+from chatsync.ops import deploy
 
 
 def test_clean_deployment_passes(db, clean_db, dagbag, monkeypatch):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)
     simulate(clean_db, rooms=10, members=4, drift=0, seed=1)
@@ -25,8 +27,8 @@ def test_clean_deployment_passes(db, clean_db, dagbag, monkeypatch):
 
 
 def test_drift_fails_the_check_with_the_rollback_commands(db, clean_db, dagbag, monkeypatch):
-    from chatsync.engine import check
-    from chatsync.simulate import simulate
+    from chatsync.consistency.engine import check
+    from chatsync_devtools.simulate import simulate
 
     monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)
     simulate(clean_db, rooms=10, members=10, drift=0.05, seed=2)
@@ -41,9 +43,11 @@ def test_drift_fails_the_check_with_the_rollback_commands(db, clean_db, dagbag, 
     assert report["rollback"][0].startswith("code: redeploy the version before 1.5.0")
 
 
-def test_a_pending_migration_stops_the_check_at_the_schema(clean_db, tmp_path):
-    sql_dir = tmp_path / "sql"
-    shutil.copytree(clean_db.sql_dir, sql_dir)
-    (sql_dir / "migrations" / "099_future.sql").write_text("CREATE TABLE {ops}.future (x int);\n")
+def test_a_pending_migration_stops_the_check_at_the_schema(clean_db, tmp_path, monkeypatch):
+    folder = tmp_path / "migrations"
+    with as_file(migrations.MIGRATIONS) as shipped:
+        shutil.copytree(shipped, folder)
+    (folder / "099_future.sql").write_text("CREATE TABLE {ops}.future (x int);\n")
+    monkeypatch.setattr(migrations, "MIGRATIONS", folder)  # a release with one more migration
     with pytest.raises(ConfigError, match="schema first: migrations 099_future are not applied"):
-        deploy.schema_check(replace(clean_db, sql_dir=str(sql_dir)))
+        deploy.schema_check(clean_db)

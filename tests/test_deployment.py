@@ -207,7 +207,7 @@ def deployment(settings):
 @pytest.fixture(scope="module")
 def celery_deployment(settings, tmp_path_factory):
     """The same Airflow on CeleryExecutor: a Redis broker of the test's own and two workers."""
-    from chatsync.embedded import RedisServer
+    from chatsync_devtools.embedded import RedisServer
 
     broker = RedisServer(tmp_path_factory.mktemp("celery_broker"))
     broker.start()
@@ -258,7 +258,7 @@ def _parsed(d: Deployment, dag_id: str) -> bool:
 
 
 def test_the_hourly_dag_triggered_through_the_rest_api_repairs_the_drift(deployment, db, clean_db):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     report = simulate(clean_db, rooms=60, members=20, drift=0.01, seed=31)
     assert sides_equal(db)["participants"] > 0
@@ -323,7 +323,7 @@ def test_a_three_day_backfill_of_the_daily_maintenance_writes_one_report_a_day(d
 
 
 def test_a_major_procedure_is_approved_through_the_hitl_endpoints(deployment, db, clean_db):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     simulate(clean_db, rooms=20, members=10, drift=0, seed=12)
     db.execute("UPDATE chat.chat_participants SET role = 'GUEST' WHERE room_id IN (3, 5) AND role <> 'GUEST'")
@@ -371,7 +371,7 @@ def test_the_health_page_in_the_api_server_needs_an_airflow_login(deployment, db
 
 
 def test_on_celery_the_mapped_shards_run_on_both_workers(celery_deployment, db, clean_db):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     report = simulate(clean_db, rooms=60, members=20, drift=0.01, seed=41)
     with celery_deployment.chatsync_settings({"repair_max_fraction": 1.0, "detect_shard_rows": 200}):

@@ -11,10 +11,14 @@ import pytest
 from conftest import sides_equal, wait_until
 from psycopg import sql
 
-from chatsync.diff import Scope, decide, detect
-from chatsync.engine import check
-from chatsync.repair import repair, rollback
-from chatsync.rules import KINDS
+from chatsync.consistency.decide import decide
+from chatsync.consistency.detect import detect
+from chatsync.consistency.engine import check
+from chatsync.consistency.repair import repair
+from chatsync.consistency.rollback import rollback
+from chatsync.consistency.scope import Scope
+from chatsync.db.migrations import MIGRATIONS
+from chatsync.model.rules import KINDS
 
 # A hand-made case with every kind once or twice (see the comments for what each row is).
 SMALL_CASE = """
@@ -68,7 +72,7 @@ def test_small_case_every_kind_detected_and_repaired(db, clean_db):
 
 @pytest.mark.parametrize("seed", [3, 11])
 def test_simulated_drift_counts_match_simulator_exactly(db, clean_db, seed):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     report = simulate(clean_db, rooms=60, members=30, drift=0.02, seed=seed)
     assert all(report.injected[k] >= 1 for k in KINDS), report.injected
@@ -80,7 +84,7 @@ def test_simulated_drift_counts_match_simulator_exactly(db, clean_db, seed):
 
 
 def test_parallel_ranges_and_batches_find_and_fix_exactly_the_same(db, clean_db, with_settings, caplog):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     parallel = with_settings(workers=3, detect_parallel_min_rows=0, repair_parallel_min_rows=1)
     report = simulate(parallel, rooms=90, members=20, drift=0.03, seed=5)
@@ -278,8 +282,8 @@ def test_incremental_without_watermark_falls_back_to_full(db, clean_db):
 
 def test_concurrent_passes_are_refused(db, clean_db, lenient):
     db.execute(SMALL_CASE)
+    from chatsync.db.locks import CHECK_LOCK
     from chatsync.errors import ChatsyncError
-    from chatsync.locks import CHECK_LOCK
 
     holder = psycopg.connect(clean_db.database_url, autocommit=True)
     holder.execute("SELECT pg_advisory_lock(%s)", (CHECK_LOCK,))
@@ -323,7 +327,7 @@ def test_time_to_resolution_spans_runs(db, clean_db, lenient):
                "WHERE run_id = %s", (first.run_id,))
     second = detect(clean_db)
     repair(clean_db, second.run_id)
-    from chatsync.metrics import record_run
+    from chatsync.ops.metrics import record_run
 
     ttr = record_run(clean_db, second.run_id)["time_to_resolution_seconds"]
     assert ttr["count"] == sum(SMALL_COUNTS.values())
@@ -347,7 +351,7 @@ def test_repair_recognises_rows_whatever_the_sessions_time_zone(db, clean_db, mo
 
 def _repair_wal_bytes(db, settings, seed: int) -> tuple[int, int]:
     """WAL written by the repair of freshly simulated drift, from a checkpoint (full-page images)."""
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     simulate(settings, rooms=400, members=100, drift=0.03, seed=seed)
     found = detect(settings)
@@ -361,7 +365,7 @@ def _repair_wal_bytes(db, settings, seed: int) -> tuple[int, int]:
 def test_repair_compresses_its_wal_when_the_role_may(db, clean_db):
     from dataclasses import replace
 
-    from chatsync.repair import wal_compression
+    from chatsync.consistency.repair import wal_compression
 
     assert wal_compression(db, clean_db) == "lz4"  # the default, and the tests' role is a superuser
     assert wal_compression(db, replace(clean_db, repair_wal_compression="default")) is None
@@ -381,8 +385,8 @@ def test_repair_compresses_its_wal_when_the_role_may(db, clean_db):
 def test_repair_batches_are_even_and_a_multiple_of_the_workers(db, clean_db, with_settings):
     """No worker runs a last batch alone: the ranges come in a multiple of the workers, of even
     size (to within a room: a room is never split), none holding more than repair_batch_rows."""
-    from chatsync.repair import _batches
-    from chatsync.simulate import simulate
+    from chatsync.consistency.repair import _batches
+    from chatsync_devtools.simulate import simulate
 
     simulate(clean_db, rooms=120, members=20, drift=0.05, seed=8)
     found = detect(clean_db)
@@ -414,7 +418,7 @@ def test_a_run_is_settled_once_none_of_its_findings_is_unresolved(db, clean_db):
     assert not settled(first.run_id)
     from datetime import datetime, timedelta
 
-    from chatsync.health import figures
+    from chatsync.ops.health import figures
 
     def open_now() -> dict:
         now = datetime.now(timezone.utc)
@@ -437,7 +441,6 @@ def test_a_run_is_settled_once_none_of_its_findings_is_unresolved(db, clean_db):
 def test_upgrading_to_settled_runs_settles_exactly_the_runs_with_nothing_open(db, clean_db):
     """Migration 015 on a database with history: runs whose findings are all resolved (or that
     found none) settle; a run with an open finding, or still detecting, does not."""
-    from pathlib import Path
 
     def run(status: str) -> int:
         return db.execute("INSERT INTO chatsync.runs (scope, status) VALUES ('full', %s) RETURNING run_id",
@@ -453,7 +456,7 @@ def test_upgrading_to_settled_runs_settles_exactly_the_runs_with_nothing_open(db
     finding(skipped_one, True)
     finding(skipped_one, False)
     db.execute("UPDATE chatsync.runs SET settled_at = NULL")
-    migration = Path(clean_db.sql_dir, "migrations", "015_runs_settled.sql").read_text()
+    migration = (MIGRATIONS / "015_runs_settled.sql").read_text()
     db.execute(sql.SQL(migration).format(ops=sql.Identifier("chatsync")))  # what `chatsync init` runs
     settled = dict(db.execute("SELECT run_id, settled_at IS NOT NULL FROM chatsync.runs").fetchall())
     assert settled == {repaired: True, skipped_one: False, empty: True, detecting: False}

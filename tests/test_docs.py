@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from chatsync import config
-from chatsync.config import REPO_ROOT, Settings
+from chatsync.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -47,9 +47,9 @@ DESCRIPTIONS = {
                  "the worker and the cache commands need it, the consistency pass then leaves the cache alone.",
     "ops_schema": "chatsync's own schema (runs, findings, audit, sync log, ...); a plain identifier.",
     "mapping_path": "The mapping file: chatsync's logical table and column names to the real ones.",
-    "sql_dir": "The folder of chatsync's SQL statements and of its migrations (`migrations/`).",
     "gx_dir": "The Great Expectations file context, a writable folder (suites, checkpoint; results and Data "
-              "Docs under `gx/uncommitted/`), created from the template `great_expectations/` when missing. Unset: "
+              "Docs under `gx/uncommitted/`), created from the template the package ships "
+              "(`chatsync/validation/great_expectations/`) when missing. Unset: "
               "`$AIRFLOW_HOME/chatsync_data/gx/<database>-<ops schema>-<digest>` (or `~/.chatsync/gx/...`), one per "
               "database, ops schema and mapping.",
     "events_stream": "The Redis Stream the room service appends its events to.",
@@ -71,7 +71,8 @@ DESCRIPTIONS = {
     "inconsistency_count": "Open inconsistencies above which `inconsistency_count` alerts.",
     "reports_dir": "Where the maintenance reports are written (`daily/`, `weekly/`, `monthly/YYYY-MM/`) and the "
                    "health page reads them: a folder, or an object store URL (`s3://bucket/prefix`, `gs://...`, read "
-                   "through Airflow's ObjectStoragePath with `reports_conn_id`).",
+                   "through Airflow's ObjectStoragePath with `reports_conn_id`). Unset: "
+                   "`$AIRFLOW_HOME/chatsync_data/reports` (or `~/.chatsync/reports` outside Airflow).",
     "retention_sync_log_days": "Days of sync log kept.",
     "retention_dead_letters_days": "Days of dead letters kept.",
     "retention_metrics_days": "Days of run metrics and 5-minute buckets kept.",
@@ -163,7 +164,7 @@ def _default(f: dataclasses.Field) -> str:
     if value is None:
         return "unset"
     if isinstance(value, str):
-        root = str(REPO_ROOT)
+        root = str(Path(config.__file__).resolve().parent.parent)  # package data: shown inside the package
         if value.startswith(root + os.sep):
             value = Path(value).relative_to(root).as_posix()
         return f"`{value}`"

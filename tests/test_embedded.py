@@ -6,7 +6,7 @@ import psutil
 import psycopg
 import redis
 
-from chatsync import embedded
+from chatsync_devtools import embedded
 
 
 def _postmaster_pid(data_dir) -> int:

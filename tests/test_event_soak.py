@@ -19,10 +19,10 @@ from conftest import sides_equal, wait_until
 from test_events import CHATSYNC, OwnRedis
 from test_stream_loss import logged, quick_env
 
-from chatsync import cache
-from chatsync.eventsim import RoomService
-from chatsync.simulate import simulate
-from chatsync.worker import GROUP
+from chatsync.events import cache
+from chatsync.events.worker import GROUP
+from chatsync_devtools.room_service import RoomService
+from chatsync_devtools.simulate import simulate
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ PUBLISHER = """
 import json, sys, time
 import redis
 from chatsync.config import Settings
-from chatsync.eventsim import emit
+from chatsync_devtools.room_service import emit
 settings = Settings.from_env()
 client = redis.Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
 emit(settings, client, int(sys.argv[2]), seed=int(sys.argv[1]), rate=float(sys.argv[3]), through_outages=True,

@@ -21,13 +21,23 @@ from conftest import sides_equal
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from chatsync import cache
-from chatsync.db import bytea_array_text, sql_file
-from chatsync.embedded import RedisServer
+from chatsync.db.statements import bytea_array_text, sql_file
 from chatsync.errors import ValidationError
-from chatsync.events import EVENT_TYPES, PARTICIPANT_EVENTS, display_fields, event_fields, parse, publish, raw_entry
-from chatsync.eventsim import RoomService, emit
-from chatsync.worker import GROUP, PAUSE_ENV, Worker
+from chatsync.events import cache
+from chatsync.events.envelope import (
+    EVENT_TYPES,
+    PARTICIPANT_EVENTS,
+    display_fields,
+    event_fields,
+    parse,
+    publish,
+    raw_entry,
+)
+from chatsync.events.worker import GROUP, Worker
+from chatsync_devtools.embedded import RedisServer
+from chatsync_devtools.room_service import RoomService, emit
+
+PAUSE_ENV = "CHATSYNC_FAULT_PAUSE_BEFORE_ACK_MS"  # the fault hook: a pause between commit and XACK
 
 CHATSYNC = str(Path(sys.executable).with_name("chatsync"))
 

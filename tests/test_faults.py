@@ -19,10 +19,11 @@ import psycopg
 import pytest
 from conftest import sides_equal, wait_until
 
-from chatsync.diff import Scope, detect
-from chatsync.repair import repair
-from chatsync.rules import PERMISSIONS_MAX
-from chatsync.simulate import simulate
+from chatsync.consistency.detect import detect
+from chatsync.consistency.repair import repair
+from chatsync.consistency.scope import Scope
+from chatsync.model.rules import PERMISSIONS_MAX
+from chatsync_devtools.simulate import simulate
 
 APP_SCRIPT = """
 import json, os, random, signal, sys, time
@@ -53,7 +54,7 @@ with psycopg.connect(url, autocommit=True, application_name="chat app") as app:
         n += 1
         time.sleep(max(0.0, started + n / per_second - time.monotonic()))
 """.replace("PERMISSIONS_MAX_VALUE", str(PERMISSIONS_MAX))
-REPAIR_SCRIPT = ("import sys; from chatsync.config import Settings; from chatsync.repair import repair; "
+REPAIR_SCRIPT = ("import sys; from chatsync.config import Settings; from chatsync.consistency.repair import repair; "
                  "print(repair(Settings.from_env(), int(sys.argv[1])).to_dict())")
 
 
@@ -136,8 +137,8 @@ def test_repair_connection_terminated_mid_batch_is_retried(db, clean_db, tmp_pat
     monkeypatch.setenv("CHATSYNC_FAULT_PAUSE_AT", "repair:in_batch")
     monkeypatch.setenv("CHATSYNC_FAULT_PAUSE_SECONDS", "2")
     monkeypatch.setenv("CHATSYNC_FAULT_MARKER", str(marker))
-    from chatsync import faults
-    faults._fired.discard("repair:in_batch")
+    import chatsync_faults
+    chatsync_faults.rearm("repair:in_batch")
     settings = replace(clean_db, workers=1, repair_batch_rows=10, retry_base_seconds=0.05)
     outcome: dict = {}
     worker = threading.Thread(target=lambda: outcome.update(result=repair(settings, found.run_id)))

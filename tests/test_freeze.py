@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from chatsync import alerts, cache
-from chatsync.freeze import expire, freeze, unfreeze
+from chatsync.alerting import alerts
+from chatsync.events import cache
+from chatsync.ops.freeze import expire, freeze, unfreeze
 
 CHATSYNC = str(Path(sys.executable).with_name("chatsync"))
 
@@ -22,7 +23,7 @@ def _flag(db, room: int) -> bool:
 
 
 def test_freeze_sets_table_and_cache_and_unfreeze_resumes(db, redis_settings):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     simulate(redis_settings, rooms=5, members=3, drift=0, seed=1)
     cache.resync(redis_settings)
@@ -40,7 +41,7 @@ def test_freeze_sets_table_and_cache_and_unfreeze_resumes(db, redis_settings):
 
 
 def test_a_lease_ends_by_itself_after_a_crash_and_says_so(db, clean_db):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     simulate(clean_db, rooms=4, members=2, drift=0, seed=2)
     sent = []
@@ -63,7 +64,7 @@ def test_a_lease_ends_by_itself_after_a_crash_and_says_so(db, clean_db):
 
 
 def test_freeze_cli_contract(db, clean_db):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     simulate(clean_db, rooms=3, members=2, drift=0, seed=3)
     env = {**os.environ, "CHATSYNC_DATABASE_URL": clean_db.database_url}
@@ -78,7 +79,7 @@ def test_freeze_cli_contract(db, clean_db):
 
 
 def test_freeze_cli_refuses_a_room_without_chat_room_and_writes_nothing(db, clean_db):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     simulate(clean_db, rooms=3, members=2, drift=0, seed=3)
     env = {**os.environ, "CHATSYNC_DATABASE_URL": clean_db.database_url}
@@ -92,7 +93,7 @@ def test_freeze_cli_refuses_a_room_without_chat_room_and_writes_nothing(db, clea
 
 def test_a_required_chat_room_missing_rolls_back_the_other_rooms_too(db, clean_db):
     from chatsync.errors import ConfigError
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     simulate(clean_db, rooms=3, members=2, drift=0, seed=3)
     with pytest.raises(ConfigError, match=r"^rooms 998, 999 have no chat room \(chat.chat_rooms\): nothing frozen$"):
@@ -103,7 +104,7 @@ def test_a_required_chat_room_missing_rolls_back_the_other_rooms_too(db, clean_d
 
 
 def test_unfreeze_cli_of_a_room_not_frozen_says_so_and_succeeds(db, clean_db):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     simulate(clean_db, rooms=3, members=2, drift=0, seed=3)
     env = {**os.environ, "CHATSYNC_DATABASE_URL": clean_db.database_url}

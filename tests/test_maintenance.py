@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from conftest import sides_equal
 
-from chatsync import alerts
+from chatsync.alerting import alerts
 
 DAY = datetime(2026, 11, 10, tzinfo=timezone.utc)
 
@@ -51,8 +51,8 @@ def _sync(db, day: datetime, n: int, delay_s: float, prefix: str) -> None:
 def test_daily_review_flags_regressions_repairs_open_keys_and_escalates_recurring(
     db, clean_db, reports, captured, dagbag
 ):
-    from chatsync.diff import detect
-    from chatsync.simulate import simulate
+    from chatsync.consistency.detect import detect
+    from chatsync_devtools.simulate import simulate
 
     simulate(clean_db, rooms=20, members=5, drift=0, seed=3)
     for d in range(1, 8):  # a quiet baseline week, then a slow day
@@ -185,9 +185,9 @@ MONTH = datetime(2026, 10, 1, tzinfo=timezone.utc)
 def test_monthly_audit_review_capacity_and_report_files(db, clean_db, reports, dagbag, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from chatsync import health
-    from chatsync.simulate import simulate
-    from chatsync.web import create_app
+    from chatsync.ops import health
+    from chatsync.web.app import create_app
+    from chatsync_devtools.simulate import simulate
 
     monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)
     report_sim = simulate(clean_db, rooms=30, members=10, drift=0.03, seed=6)
@@ -258,8 +258,8 @@ def test_reports_are_written_and_served_through_object_storage(db, clean_db, dag
     from fastapi.testclient import TestClient
 
     from chatsync.config import Settings
-    from chatsync.simulate import simulate
-    from chatsync.web import create_app
+    from chatsync.web.app import create_app
+    from chatsync_devtools.simulate import simulate
 
     store = f"memory://chatsync-reports-{os.getpid()}"
     monkeypatch.setenv("CHATSYNC_REPORTS_DIR", store)

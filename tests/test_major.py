@@ -9,15 +9,15 @@ import time
 import pytest
 from conftest import sides_equal
 
-from chatsync import major
 from chatsync.errors import ConfigError
+from chatsync.ops import major
 
 MAJOR = "chat_major_inconsistency"
 
 
 def test_the_procedure_steps_freeze_analyse_plan_repair_and_resume(db, clean_db, with_settings):
-    from chatsync import engine
-    from chatsync.simulate import simulate
+    from chatsync.consistency import steps
+    from chatsync_devtools.simulate import simulate
 
     simulate(clean_db, rooms=40, members=10, drift=0, seed=4)
     db.execute("UPDATE chat.chat_participants SET role = 'GUEST' WHERE room_id = 3 AND role <> 'GUEST'")
@@ -36,14 +36,14 @@ def test_the_procedure_steps_freeze_analyse_plan_repair_and_resume(db, clean_db,
     assert correction["needs_approval"] is False and correction["by_action"]["insert"] == 2
     plan = db.execute("SELECT room_id, kind, action FROM chatsync.correction_plans ORDER BY 1, 2").fetchall()
     assert plan == [(3, "role_mismatch", "update"), (5, "missing_participant", "insert")]
-    engine.repair_step(clean_db, correction["run_id"])
+    steps.repair_step(clean_db, correction["run_id"])
     assert sides_equal(db) == {"rooms": 0, "participants": 0}
     assert major.resume_writes(clean_db, [3, 5], correction["run_id"])["writes_resumed"] == [3, 5]
     assert db.execute("SELECT count(*) FROM chat.chat_rooms WHERE writes_frozen").fetchone()[0] == 0
 
 
 def test_a_large_plan_waits_for_approval(db, clean_db, with_settings):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     simulate(clean_db, rooms=10, members=10, drift=0, seed=5)
     db.execute("UPDATE chat.chat_participants SET role = 'GUEST' WHERE role <> 'GUEST'")
@@ -61,7 +61,7 @@ def test_rooms_come_from_params_or_the_major_run(clean_db):
 
 
 def test_the_dag_runs_a_small_plan_end_to_end_without_approval(db, clean_db, dagbag, monkeypatch):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)
     monkeypatch.setenv("CHATSYNC_REPAIR_MAX_FRACTION", "1.0")  # this plan stays under the threshold
@@ -123,7 +123,7 @@ def _hourly_hands_over_a_major_run(db, clean_db, dagbag, monkeypatch) -> dict:
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)
     monkeypatch.setenv("CHATSYNC_REPAIR_MAX_CHANGES", "5")
@@ -152,7 +152,7 @@ def test_the_procedure_runs_unpaused_one_at_a_time_and_a_paused_one_fails_the_ha
     procedure = dagbag.get_dag(MAJOR)
     assert procedure.is_paused_upon_creation is False and procedure.max_active_runs == 1
 
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     monkeypatch.setenv("CHATSYNC_REPAIR_MAX_CHANGES", "5")
     simulate(clean_db, rooms=20, members=10, drift=0, seed=8)
@@ -204,7 +204,7 @@ def test_hourly_major_run_goes_to_the_procedure_and_an_approved_plan_is_applied(
 
 def test_a_rejected_plan_changes_nothing_and_keeps_writes_frozen_until_the_lease(
         db, clean_db, dagbag, monkeypatch, approver):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)
     monkeypatch.setenv("CHATSYNC_REPAIR_MAX_CHANGES", "3")
@@ -224,8 +224,8 @@ def test_a_rejected_plan_changes_nothing_and_keeps_writes_frozen_until_the_lease
 
 
 def test_a_failed_step_fails_the_run_and_writes_stay_frozen_until_the_lease_ends(db, clean_db, dagbag, monkeypatch):
-    from chatsync import freeze
-    from chatsync.simulate import simulate
+    from chatsync.ops import freeze
+    from chatsync_devtools.simulate import simulate
 
     monkeypatch.setenv("CHATSYNC_GX_DIR", clean_db.gx_dir)
     monkeypatch.setenv("CHATSYNC_REPAIR_MAX_FRACTION", "1.0")

@@ -10,9 +10,11 @@ import redis
 from conftest import free_port, sides_equal
 from test_events import OwnRedis
 
-from chatsync import alerts, cache, freeze, redis_recovery
-from chatsync.eventsim import emit
-from chatsync.worker import Worker
+from chatsync.alerting import alerts
+from chatsync.events import cache, redis_recovery
+from chatsync.events.worker import Worker
+from chatsync.ops import freeze
+from chatsync_devtools.room_service import emit
 
 
 @pytest.fixture
@@ -139,9 +141,11 @@ def test_the_worker_queues_during_an_outage_and_recovers_by_itself(db, world, tm
 
 
 def test_the_hourly_repair_and_a_rollback_keep_the_cache_in_line(db, world):
-    from chatsync.diff import Scope, detect
-    from chatsync.engine import cache_follows, repair_step
-    from chatsync.repair import rollback
+    from chatsync.consistency.detect import detect
+    from chatsync.consistency.engine import cache_follows
+    from chatsync.consistency.rollback import rollback
+    from chatsync.consistency.scope import Scope
+    from chatsync.consistency.steps import repair_step
 
     db.execute("UPDATE chat.chat_participants SET role = 'GUEST' WHERE room_id = 8")
     db.execute("UPDATE chat.chat_rooms SET status = 'CANCELLED' WHERE room_id = 9")

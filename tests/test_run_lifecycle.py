@@ -15,10 +15,13 @@ import psycopg
 import pytest
 from conftest import sides_equal, wait_until
 
-from chatsync import health, locks, runs
-from chatsync.diff import Scope, detect
-from chatsync.simulate import simulate
-from chatsync.web import prometheus_text, snapshot
+from chatsync.consistency.detect import detect
+from chatsync.consistency.scope import Scope
+from chatsync.db import locks, runs
+from chatsync.ops import health
+from chatsync.web.page import snapshot
+from chatsync.web.prometheus import prometheus_text
+from chatsync_devtools.simulate import simulate
 
 CHATSYNC = str(Path(sys.executable).with_name("chatsync"))
 

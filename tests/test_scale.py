@@ -8,9 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from chatsync.diff import Scope, detect
+from chatsync.consistency.detect import detect
+from chatsync.consistency.scope import Scope
 from chatsync.errors import ConfigError
-from chatsync.simulate import simulate
+from chatsync_devtools.simulate import simulate
 
 EVERY_ROOM = Scope("range", room_range=(-2**63, 2**63 - 1))  # the plain row diff, whatever is maintained
 
@@ -102,8 +103,8 @@ def test_maintained_fingerprints_find_what_the_plain_diff_finds_reading_only_the
 
 @KEYED_CONNECTIONS
 def test_drift_older_than_the_log_and_writes_that_skip_the_triggers_are_not_missed(db, clean_db, caplog, connections):
-    from chatsync import fingerprints
-    from chatsync.diff import entity_sql
+    from chatsync.consistency import fingerprints
+    from chatsync.model.sqlgen import entity_sql
 
     es = next(e for e in entity_sql(clean_db) if e.entity.has_user)
     settings = keyed(clean_db, connections)
@@ -156,22 +157,22 @@ def test_above_the_changed_keys_switch_the_tables_are_diffed_and_the_log_still_f
 
 def test_sharded_detect_finds_what_one_pass_finds_and_a_shard_retry_replaces_its_findings(db, clean_db):
     """The hourly DAG's mapped detect: plan → one part per room-id shard → finish."""
-    from chatsync import engine
+    from chatsync.consistency import steps
 
     report = simulate(clean_db, rooms=120, members=25, drift=0.02, seed=43)
     whole = detect(clean_db, Scope("full"))
     sharded = replace(clean_db, detect_shard_rows=1_000)
-    parts = engine.plan_step(sharded, Scope("full"), "test")
+    parts = steps.plan_step(sharded, Scope("full"), "test")
     rows = db.execute("SELECT (SELECT count(*) FROM room.rooms) + (SELECT count(*) FROM room.room_participants)"
                       ).fetchone()[0]
     assert len(parts) == -(-rows // 1_000) >= 3 and [p["part"] for p in parts] == list(range(1, len(parts) + 1))
     ranges = [tuple(p["room_range"]) for p in parts]
     assert ranges[0][0] == -2**63 and ranges[-1][1] == 2**63 - 1
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))  # contiguous, no gap, no overlap
-    done = [engine.shard_step(sharded, p) for p in parts]
-    again = engine.shard_step(sharded, parts[1])  # a retried part replaces its own findings only
+    done = [steps.shard_step(sharded, p) for p in parts]
+    again = steps.shard_step(sharded, parts[1])  # a retried part replaces its own findings only
     assert again["part"] == 2
-    found = engine.finish_step(sharded, parts, done)
+    found = steps.finish_step(sharded, parts, done)
     run_id = found["run_id"]
     assert findings(db, run_id) == findings(db, whole.run_id)
     assert {k: v for k, v in found["counts"].items() if v} == {k: v for k, v in report.injected.items() if v}
@@ -180,46 +181,46 @@ def test_sharded_detect_finds_what_one_pass_finds_and_a_shard_retry_replaces_its
                                            (run_id,)).fetchone()
     assert status == "detected" and detect_started_at is not None
     with pytest.raises(Exception, match=f"{len(parts) - 1} of {len(parts)} detect parts finished"):
-        engine.finish_step(sharded, parts, done[:-1])
+        steps.finish_step(sharded, parts, done[:-1])
 
 
 def test_a_failed_shard_leaves_no_partial_findings(db, clean_db):
-    from chatsync import engine
+    from chatsync.consistency import steps
 
     simulate(clean_db, rooms=60, members=25, drift=0.03, seed=44)
     sharded = replace(clean_db, detect_shard_rows=600)
-    parts = engine.plan_step(sharded, Scope("full"), "test")
+    parts = steps.plan_step(sharded, Scope("full"), "test")
     for p in parts[:2]:
-        engine.shard_step(sharded, p)
+        steps.shard_step(sharded, p)
     run_id = parts[0]["run_id"]
     assert db.execute("SELECT count(*) FROM chatsync.inconsistencies WHERE run_id = %s", (run_id,)).fetchone()[0] > 0
-    engine.discard_step(sharded, parts)  # what discard_partial_detect does when a part failed for good
+    steps.discard_step(sharded, parts)  # what discard_partial_detect does when a part failed for good
     status, error = db.execute("SELECT status, error FROM chatsync.runs WHERE run_id = %s", (run_id,)).fetchone()
     assert status == "failed" and "a part failed" in error
     assert db.execute("SELECT count(*) FROM chatsync.inconsistencies WHERE run_id = %s", (run_id,)).fetchone()[0] == 0
 
 
 def test_only_a_big_full_scope_is_sharded(db, clean_db):
-    from chatsync import engine, fingerprints
-    from chatsync.db import connection
+    from chatsync.consistency import fingerprints, steps
+    from chatsync.db.connection import connection
 
     simulate(clean_db, rooms=40, members=25, drift=0.02, seed=45)
     small = replace(clean_db, detect_shard_rows=10**9)
-    assert [p["room_range"] for p in engine.plan_step(small, Scope("full"), "test")] == [None]
+    assert [p["room_range"] for p in steps.plan_step(small, Scope("full"), "test")] == [None]
     sharded = replace(clean_db, detect_shard_rows=100, detect_max_shards=3)
-    assert len(engine.plan_step(sharded, Scope("full"), "test")) == 3  # capped
-    assert [p["room_range"] for p in engine.plan_step(sharded, Scope("rooms", rooms=(1, 2)), "test")] == [None]
+    assert len(steps.plan_step(sharded, Scope("full"), "test")) == 3  # capped
+    assert [p["room_range"] for p in steps.plan_step(sharded, Scope("rooms", rooms=(1, 2)), "test")] == [None]
     with connection(clean_db) as conn:
         fingerprints.install_on(conn, clean_db)  # current fingerprints: the cost follows the changes
-    assert [p["room_range"] for p in engine.plan_step(sharded, Scope("full"), "test")] == [None]
+    assert [p["room_range"] for p in steps.plan_step(sharded, Scope("full"), "test")] == [None]
 
 
 def test_the_plan_crosses_xcom_intact_for_every_scope(db, clean_db):
     """The mapped tasks rebuild the plan from its XCom dict: scope, keys, watermark unchanged."""
     import json
 
-    from chatsync import engine
-    from chatsync.diff import DetectPlan, begin
+    from chatsync.consistency import steps
+    from chatsync.consistency.detect import DetectPlan, begin
 
     simulate(clean_db, rooms=10, members=5, drift=0.1, seed=46)
     first = detect(clean_db, Scope("full"))
@@ -228,16 +229,16 @@ def test_the_plan_crosses_xcom_intact_for_every_scope(db, clean_db):
                   Scope("keys", rooms=(3,), participants=((1, 11),)), Scope("range", room_range=(2, 5))):
         plan = begin(clean_db, scope, triggered_by="test")
         assert DetectPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
-        [part] = engine.plan_step(clean_db, scope, "test")
+        [part] = steps.plan_step(clean_db, scope, "test")
         assert part["room_range"] is None and DetectPlan.from_dict(part).scope == scope
-    incremental = DetectPlan.from_dict(engine.plan_step(clean_db, Scope("incremental"), "test")[0])
+    incremental = DetectPlan.from_dict(steps.plan_step(clean_db, Scope("incremental"), "test")[0])
     assert incremental.since is not None and incremental.scope.kind == "incremental"
 
 
 def test_folding_between_runs_leaves_the_detect_only_the_diff(db, clean_db, caplog):
     """chat_sync_health folds the log every 5 minutes; the changed keys wait for the next full
     detect, which diffs them and clears them, finding what the plain diff finds."""
-    from chatsync import fingerprints
+    from chatsync.consistency import fingerprints
 
     report = simulate(clean_db, rooms=80, members=20, drift=0.03, seed=47, maintain_fingerprints=True)
     settings = replace(clean_db, fingerprint_max_changed_fraction=1.0)
@@ -265,13 +266,14 @@ def test_each_bench_detect_repetition_meets_the_changed_keys_the_first_met(db, c
     diff the same waiting keys (put back after the one before removed them), not row-diff rooms."""
     import re
 
-    from chatsync import bench, fingerprints
+    from chatsync.consistency import fingerprints
+    from chatsync_devtools.bench import consistency
 
     report = simulate(clean_db, rooms=60, members=20, drift=0.03, seed=48, maintain_fingerprints=True)
     settings = replace(clean_db, fingerprint_max_changed_fraction=1.0)
     waiting = fingerprints.fold_pending(settings)["participant"]
     caplog.set_level(logging.INFO, logger="chatsync.diff")
-    out = bench._step_detect(settings, repeat=3)
+    out = consistency._step_detect(settings, repeat=3)
     lines = [r.getMessage() for r in caplog.records if "from maintained fingerprints" in r.getMessage()]
     assert len(lines) == 3
     assert [int(re.search(r"(\d+) keys diffed", line).group(1)) for line in lines] == [waiting] * 3, lines

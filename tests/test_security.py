@@ -23,11 +23,14 @@ from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from chatsync import deploy, freeze
-from chatsync.diff import Scope, detect
-from chatsync.engine import check
-from chatsync.repair import repair, rollback, wal_compression
-from chatsync.worker import Worker
+from chatsync.consistency.detect import detect
+from chatsync.consistency.engine import check
+from chatsync.consistency.repair import repair, wal_compression
+from chatsync.consistency.rollback import rollback
+from chatsync.consistency.scope import Scope
+from chatsync.db.statements import read_sql
+from chatsync.events.worker import Worker
+from chatsync.ops import deploy, freeze
 
 META = "'\";\\$`|&<>(){}[]%*?!#~^=\n\t -"
 PAYLOADS = ["'; DROP TABLE chat.chat_participants; --", "$(touch /tmp/chatsync_pwned)", "`id`; rm -rf ~",
@@ -48,7 +51,7 @@ FEW = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fix
 def test_free_text_is_stored_shown_and_escaped_verbatim(db, world, reason, by, event_id, type_, version):
     from fastapi.testclient import TestClient
 
-    from chatsync.web import create_app
+    from chatsync.web.app import create_app
 
     # freeze reason and author: stored as given, lifted again
     assert freeze.freeze(world, [3], reason, 600, by=by)["frozen"] == [3]
@@ -80,7 +83,7 @@ def test_free_text_is_stored_shown_and_escaped_verbatim(db, world, reason, by, e
 
 
 def test_cli_arguments_are_never_run_by_a_shell(db, clean_db, tmp_path):
-    from chatsync.simulate import simulate
+    from chatsync_devtools.simulate import simulate
 
     simulate(clean_db, rooms=5, members=3, drift=0, seed=2)
     target = tmp_path / "pwned"
@@ -206,7 +209,7 @@ def test_validation_quotes_mapped_names_too(db, clean_db, tmp_path):
 
 def test_a_mapped_name_holding_a_percent_sign_is_refused_clearly(tmp_path):
     from chatsync.errors import ConfigError
-    from chatsync.mapping import load_mapping
+    from chatsync.model.mapping import load_mapping
 
     layout = {"room_schema": "room", "chat_schema": "chat", "room_rooms": "rooms",
               "room_participants": "room_participants", "chat_rooms": "chat_rooms",
@@ -224,8 +227,7 @@ def test_a_mapped_name_holding_a_percent_sign_is_refused_clearly(tmp_path):
 def restricted(settings):
     """A database with the application's tables (created by an administrator) and a login role
     holding only what `chatsync grants` gives."""
-    from chatsync import grants
-    from chatsync.migrations import migrate  # noqa: F401 - the role runs it below
+    from chatsync.ops import grants
 
     role, name = f"chatsync_role_{os.getpid()}", f"chatsync_test_{os.getpid()}_role"
     server = make_conninfo(settings.database_url, dbname="postgres")
@@ -237,7 +239,7 @@ def restricted(settings):
     url = make_conninfo(settings.database_url, dbname=name)
     admin_settings = replace(settings, database_url=url)
     with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(open(os.path.join(settings.sql_dir, "reference_schema.sql")).read())
+        admin.execute(read_sql("reference_schema"))
         admin.execute("CREATE SCHEMA secret; CREATE TABLE secret.payroll (who text, amount int); "
                       "INSERT INTO secret.payroll VALUES ('ceo', 1)")
     applied = grants.apply(admin_settings, role)
@@ -252,8 +254,8 @@ def restricted(settings):
 
 
 def test_chatsync_runs_under_a_role_that_can_touch_only_its_tables(restricted):
-    from chatsync.migrations import migrate
-    from chatsync.simulate import simulate
+    from chatsync.db.migrations import migrate
+    from chatsync_devtools.simulate import simulate
 
     admin, as_role, role, applied = restricted
     assert conninfo_to_dict(as_role.database_url)["user"] == role

@@ -1,4 +1,4 @@
-"""The simulator (chatsync.simulate): deterministic, realistic, atomic, and its drift counts exact.
+"""The simulator (chatsync_devtools.simulate): deterministic, realistic, atomic, and its drift counts exact.
 
 Every expected count here comes from SQL written for the test (EXCEPT / NOT EXISTS / plain
 comparisons over the reference schema), not from chatsync's rules-driven SQL, so the simulator
@@ -13,7 +13,7 @@ import pytest
 from conftest import sides_equal
 
 from chatsync.errors import ConfigError
-from chatsync.rules import KINDS, PERMISSIONS_MAX, ROLES, ROOM_STATUSES
+from chatsync.model.rules import KINDS, PERMISSIONS_MAX, ROLES, ROOM_STATUSES
 
 # md5 over every generated value (timestamps by their null-ness: their clock is now()).
 CHECKSUM = """
@@ -78,7 +78,7 @@ def independent_counts(db) -> dict[str, int]:
 
 @pytest.fixture
 def simulate():
-    from chatsync.simulate import simulate as run
+    from chatsync_devtools.simulate import simulate as run
 
     return run
 
@@ -216,7 +216,7 @@ def test_tiny_simulation_still_has_every_kind(db, clean_db, simulate):
 
 
 def test_failure_leaves_the_previous_data_untouched(db, clean_db, simulate, monkeypatch):
-    import chatsync.simulate as sim
+    import chatsync_devtools.simulate as sim
 
     simulate(clean_db, rooms=30, members=10, drift=0.05, seed=4)
     before = db.execute(CHECKSUM).fetchone()[0]

@@ -16,10 +16,10 @@ import redis
 from conftest import sides_equal, wait_until
 from test_events import CHATSYNC, OwnRedis, cli_env, drain, sync_log
 
-from chatsync import cache, stream_recovery
-from chatsync.events import event_fields
-from chatsync.eventsim import emit
-from chatsync.worker import GROUP, Worker
+from chatsync.events import cache, stream_recovery
+from chatsync.events.envelope import event_fields
+from chatsync.events.worker import GROUP, Worker
+from chatsync_devtools.room_service import emit
 
 
 def stream_row(db, settings) -> dict:

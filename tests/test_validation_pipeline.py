@@ -12,11 +12,11 @@ import pytest
 from psycopg import sql
 from test_detect_repair import SMALL_CASE
 
-from chatsync import engine
-from chatsync.diff import detect
+from chatsync.consistency import steps
+from chatsync.consistency.detect import detect
+from chatsync.consistency.repair import repair
 from chatsync.errors import ValidationFailed
-from chatsync.repair import repair
-from chatsync.sqlgen import EntitySQL
+from chatsync.model.sqlgen import EntitySQL
 
 
 def lowercasing_set_from_room(self, r="r"):
@@ -39,7 +39,7 @@ def test_broken_repair_fails_validation(db, clean_db, monkeypatch):
     assert db.execute("SELECT role FROM chat.chat_participants WHERE room_id = 1 AND user_id = 11"
                       ).fetchone()[0] == "member"
     with pytest.raises(ValidationFailed) as failure:
-        engine.validate_step(clean_db, found.run_id)
+        steps.validate_step(clean_db, found.run_id)
     message = str(failure.value)
     assert "expect_column_values_to_be_in_set" in message and "role" in message
     run = db.execute("SELECT status, validation, error FROM chatsync.runs WHERE run_id = %s",
@@ -51,7 +51,7 @@ def test_broken_repair_fails_validation(db, clean_db, monkeypatch):
     assert run[1]["passed"] is False and "validation failed" in run[2]
     # GX reads views of chatsync's own (table assets: introspected, never fetched whole), and
     # the views follow the mapping and the rules
-    from chatsync.validate import _context
+    from chatsync.validation.gx import _context
 
     _, context = _context(clean_db)
     assets = {a.name: a for a in context.data_sources.get("chatsync_postgres").assets}
@@ -80,7 +80,7 @@ def test_validation_leaves_the_modules_of_unused_expectations_unimported(clean_d
         log = io.StringIO()
         logging.basicConfig(stream=log, level=logging.INFO)  # as a task's log: INFO and up
         from chatsync.config import Settings
-        from chatsync.validate import UNUSED_GX_IMPORTS, DeferredModule, validate
+        from chatsync.validation.gx import UNUSED_GX_IMPORTS, DeferredModule, validate
         outcome = validate(Settings.from_env())
         print(outcome.passed, outcome.evaluated, outcome.docs_index is not None,
               all(isinstance(sys.modules[name], DeferredModule) for name in UNUSED_GX_IMPORTS),
@@ -92,7 +92,7 @@ def test_validation_leaves_the_modules_of_unused_expectations_unimported(clean_d
 def test_a_deferred_module_is_imported_at_its_first_use():
     out = _fresh_python("""
         import sys
-        from chatsync.validate import DeferredModule, defer_unused_imports
+        from chatsync.validation.gx import DeferredModule, defer_unused_imports
         assert defer_unused_imports(("scipy.stats", "wave", "no_such_module_here")) == ["scipy.stats", "wave"]
         import wave
         from scipy import stats
@@ -112,7 +112,7 @@ def test_the_context_lives_in_a_writable_folder_per_deployment_and_the_template_
     """Two deployments on one host (here: two mappings) keep apart; the shipped template is only read."""
     from dataclasses import replace
 
-    from chatsync.validate import GX_TEMPLATE, context_dir, context_key, validate
+    from chatsync.validation.gx import GX_TEMPLATE, context_dir, context_key, validate
 
     shipped = {p: p.read_bytes() for p in GX_TEMPLATE.rglob("*") if p.is_file()}
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))

@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 import pytest
 from conftest import REPO, free_port
 
-from chatsync import health
+from chatsync.ops import health
 
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -51,7 +51,7 @@ def test_metrics_endpoint_parses_and_matches_the_database(seeded, db):
     from fastapi.testclient import TestClient
     from prometheus_client.parser import text_string_to_metric_families
 
-    from chatsync.web import create_app
+    from chatsync.web.app import create_app
 
     response = TestClient(create_app(lambda: seeded)).get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
@@ -73,7 +73,7 @@ def test_metrics_endpoint_parses_and_matches_the_database(seeded, db):
 def test_health_json_carries_the_page_data(seeded, db):
     from fastapi.testclient import TestClient
 
-    from chatsync.web import create_app
+    from chatsync.web.app import create_app
 
     data = TestClient(create_app(lambda: seeded)).get("/health.json").json()
     assert data["healthy"] is False
@@ -90,7 +90,7 @@ def test_health_page_in_headless_chromium(seeded, db, tmp_path):
     import uvicorn
     from fastapi import FastAPI
 
-    from chatsync.web import create_app
+    from chatsync.web.app import create_app
 
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is needed (make test installs it when missing)"
@@ -145,10 +145,10 @@ def test_the_plugin_mounts_in_airflows_api_server_behind_its_login(seeded, airfl
     from airflow.api_fastapi.app import create_app as airflow_app
     from airflow.plugins_manager import get_plugin_info
 
-    assert any(p["name"] == "chatsync" for p in get_plugin_info())  # Airflow loads plugins/ itself
-    import chatsync_plugin
+    assert any(p["name"] == "chatsync" for p in get_plugin_info())  # found through its entry point
+    from chatsync.airflow.plugin import ChatsyncPlugin
 
-    view = chatsync_plugin.ChatsyncPlugin.external_views[0]
+    view = ChatsyncPlugin.external_views[0]
     assert view["href"] == "/chatsync/health" and view["category"] == "browse"
     client = TestClient(airflow_app(apps="core"))  # its auth manager writes the users' passwords
 
@@ -186,7 +186,8 @@ def test_the_plugin_module_imports_neither_fastapi_nor_airflows_security():
     import subprocess
     import sys
 
-    code = ("import sys; sys.path.insert(0, 'plugins'); import chatsync_plugin; "
+    code = ("import sys; from importlib.metadata import entry_points; "
+            "[e.load() for e in entry_points(group='airflow.plugins') if e.name == 'chatsync']; "
             "print(sorted(m for m in ('fastapi', 'airflow.api_fastapi.core_api.security', 'chatsync.web') "
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -225,7 +226,8 @@ QUOTED = "\"><b id='x' onmouseover=\"alert(1)\">bold</b>"
 def test_free_text_on_the_page_is_shown_as_text_never_as_markup(db, clean_db):
     from fastapi.testclient import TestClient
 
-    from chatsync.web import create_app, render, snapshot
+    from chatsync.web.app import create_app
+    from chatsync.web.page import render, snapshot
 
     db.execute("INSERT INTO chatsync.dead_letters (stream_id, event_id, type, reason, raw, worker) "
                "VALUES ('9-9', %s, 'room.<i>', %s, '{}', 'w')", (QUOTED, f"unknown event type {SCRIPT}"))

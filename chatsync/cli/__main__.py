@@ -1,0 +1,3 @@
+from chatsync.cli.main import main
+
+raise SystemExit(main())

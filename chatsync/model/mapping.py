@@ -1,0 +1,116 @@
+"""The mapping file: logical table/column names -> the application's real ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from psycopg import sql
+
+from chatsync.errors import ConfigError
+from chatsync.model.rules import ENTITIES
+
+# What chatsync needs of each logical table (the rules' columns plus keys and updated_at).
+REQUIRED: dict[str, set[str]] = {}
+for _e in ENTITIES:
+    REQUIRED.setdefault(_e.room_table, set()).update(
+        {*_e.room_key, "updated_at", *(f.room for f in _e.fields)})
+    REQUIRED.setdefault(_e.chat_table, set()).update(
+        {*_e.chat_key, "updated_at", *(f.chat for f in _e.fields), *(c for c, _ in _e.chat_defaults)})
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str  # logical name, e.g. "chat_participants"
+    schema: str
+    name: str
+    columns: dict[str, str]  # logical -> real
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    def col(self, logical: str, alias: str | None = None) -> sql.Composable:
+        real = self.columns[logical]
+        return sql.Identifier(alias, real) if alias else sql.Identifier(real)
+
+    @property
+    def qualified(self) -> str:
+        """schema.table for messages (not SQL: see ident, and reltuples for catalog lookups)."""
+        return f"{self.schema}.{self.name}"
+
+    def reltuples(self, conn) -> int | None:
+        """The planner's row estimate, looked up by name (no regclass text to build and quote)."""
+        row = conn.execute("SELECT c.reltuples::bigint FROM pg_class AS c JOIN pg_namespace AS n "
+                           "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                           (self.schema, self.name)).fetchone()
+        return row[0] if row else None
+
+
+@dataclass(frozen=True)
+class Mapping:
+    path: str
+    tables: dict[str, Table]
+
+    def __getitem__(self, key: str) -> Table:
+        return self.tables[key]
+
+    def check_database(self, conn) -> None:
+        """Fail with a message naming each mapped table or column the database lacks."""
+        problems = []
+        for t in self.tables.values():
+            rows = conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s", (t.schema, t.name)).fetchall()
+            present = {r[0] for r in rows}
+            if not present:
+                problems.append(f"table {t.qualified} ({t.key}) does not exist")
+                continue
+            for logical, real in t.columns.items():
+                if real not in present:
+                    problems.append(f"column {t.qualified}.{real} ({t.key}.{logical}) does not exist")
+        if problems:
+            raise ConfigError(f"mapping {self.path} does not match the database: " + "; ".join(problems))
+
+
+@lru_cache(maxsize=8)
+def load_mapping(path: str) -> Mapping:
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"mapping file {path} not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"mapping file {path} is not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"mapping file {path}: expected a mapping of logical table names")
+    tables = {}
+    for key, needed in REQUIRED.items():
+        entry = doc.get(key)
+        if not isinstance(entry, dict) or not ("table" in entry or {"schema", "name"} <= entry.keys()):
+            raise ConfigError(f"mapping file {path}: missing entry '{key}' with a 'table' key "
+                              "(or 'schema' and 'name')")
+        if "table" in entry:
+            qualified = str(entry["table"])
+            schema, _, name = qualified.rpartition(".")
+            if not schema or not name:
+                raise ConfigError(f"mapping file {path}: {key}.table={qualified!r} must be schema.table "
+                                  "(a name holding a dot: give 'schema' and 'name' instead)")
+        else:
+            schema, name = str(entry["schema"]), str(entry["name"])
+        columns = {str(k): str(v) for k, v in (entry.get("columns") or {}).items()}
+        for what, real in [("schema", schema), ("table", name), *((f"column {k}", v) for k, v in columns.items())]:
+            # psycopg reads % in a statement's text as a parameter marker, even inside a quoted name
+            if "%" in real or "\x00" in real or not real:
+                raise ConfigError(f"mapping file {path}: {key} {what} {real!r}: chatsync cannot use a name "
+                                  "that is empty or holds '%' or NUL; rename it or map a view")
+        missing = sorted(needed - columns.keys())
+        if missing:
+            raise ConfigError(f"mapping file {path}: {key}.columns lacks {', '.join(missing)}")
+        tables[key] = Table(key, schema, name, columns)
+    unknown = sorted(set(doc) - REQUIRED.keys())
+    if unknown:
+        raise ConfigError(f"mapping file {path}: unknown entries {', '.join(unknown)}")
+    return Mapping(str(p), tables)
