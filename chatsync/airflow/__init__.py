@@ -1,0 +1,2 @@
+"""Everything Airflow-shaped: connections through the providers' hooks, task defaults, callbacks,
+the plugin, the DAGs."""

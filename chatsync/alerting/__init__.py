@@ -1,0 +1,1 @@
+"""Alerts: structured alert lines and the channels they go to (Slack, email)."""

@@ -1,0 +1,2 @@
+"""The consistency engine: scopes, the join diff and the fingerprint diff, decide, the audited
+repair, rollback, and the pass."""

@@ -1,0 +1,1 @@
+"""Validation of the chat side with Great Expectations, the suite generated from the rules."""

@@ -1,0 +1,1 @@
+"""The benchmarks behind `chatsync bench` (docs/benchmarks.md)."""
