@@ -23,12 +23,22 @@ F = TypeVar("F", bound=Callable)
 # shards and parallel DAG runs never open more than the database allows (docs/operations.md).
 DB_POOL = "chatsync_db"
 
+
+def _exponential_backoff() -> bool | float:
+    """Double the wait at each retry: Airflow 3.2+ takes the multiplier, 3.1 only a flag (whose
+    multiplier is 2) and refuses a number."""
+    from airflow.sdk.bases import operator
+
+    expected = getattr(operator, "BASEOPERATOR_ARGS_EXPECTED_TYPES", {}).get("retry_exponential_backoff")
+    return True if expected is bool else 2.0
+
+
 DEFAULT_ARGS = {
     "owner": "chatsync",
     "pool": DB_POOL,
     "retries": 4,
     "retry_delay": timedelta(seconds=15),
-    "retry_exponential_backoff": 2.0,
+    "retry_exponential_backoff": _exponential_backoff(),
     "max_retry_delay": timedelta(minutes=5),
     "on_failure_callback": on_task_failure,
 }
@@ -65,7 +75,10 @@ def fail_fast(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from airflow.sdk.exceptions import AirflowFailException
+        try:
+            from airflow.sdk.exceptions import AirflowFailException
+        except ImportError:  # Airflow 3.1 has it in airflow.exceptions only
+            from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
 
         try:
             return fn(*args, **kwargs)

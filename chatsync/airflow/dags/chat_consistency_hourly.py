@@ -12,8 +12,10 @@ import inspect
 from datetime import timedelta
 
 import pendulum
+from airflow import __version__ as airflow_version
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+from packaging.version import Version
 
 from chatsync.airflow.callbacks import on_dag_failure, ui_link
 from chatsync.airflow.connections import settings_from_airflow
@@ -21,10 +23,11 @@ from chatsync.airflow.tasks import DEFAULT_ARGS, chat_table_assets, fail_fast, r
 from chatsync.consistency import engine, steps
 from chatsync.ops import health
 
-# A hand-over to a paused DAG fails instead of queueing unseen (the standard provider's option since
-# Airflow 3.2; on 3.1 the target DAG is created unpaused, which is all there is).
-FAIL_WHEN_PAUSED = {"fail_when_dag_is_paused": True} if "fail_when_dag_is_paused" in inspect.signature(
-    TriggerDagRunOperator.__init__).parameters else {}
+# A hand-over to a paused DAG fails instead of queueing unseen: the standard provider's option, which
+# needs Airflow 3.2 (on 3.1 the target DAG is created unpaused, which is all there is).
+FAIL_WHEN_PAUSED = {"fail_when_dag_is_paused": True} if (
+    Version(airflow_version).release >= (3, 2)
+    and "fail_when_dag_is_paused" in inspect.signature(TriggerDagRunOperator.__init__).parameters) else {}
 
 
 @dag(
