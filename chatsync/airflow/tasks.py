@@ -78,7 +78,7 @@ def fail_fast(fn: F) -> F:
         try:
             from airflow.sdk.exceptions import AirflowFailException
         except ImportError:  # Airflow 3.1 has it in airflow.exceptions only
-            from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
+            from airflow.exceptions import AirflowFailException
 
         try:
             return fn(*args, **kwargs)
