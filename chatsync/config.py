@@ -45,7 +45,6 @@ DECIMAL_NUMBER = re.compile(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 # CHATSYNC_* names in the environment that are not settings, yet no typo (a * stands for any rest).
 NOT_SETTINGS = (
     "CHATSYNC_HOME",                  # where `chatsync demo` keeps its services (chatsync-devtools)
-    "CHATSYNC_ROOM_DATABASE_URL",     # reserved: the room side's own database, an upcoming feature
     "CHATSYNC_DB_PASSWORD",           # docker compose: the chatsync role's password, from .env
     "CHATSYNC_GX_CONNECTION_STRING",  # set by chatsync.validation.gx for Great Expectations
     "CHATSYNC_TEST_*",                # the test suite's own (tests/conftest.py)
@@ -56,6 +55,9 @@ NOT_SETTINGS = (
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None  # libpq URL or conninfo; every command but `chatsync demo` needs it
+    # The room side's database when it is not the chat side's (another database or server): read
+    # only; chatsync keeps a copy of its mapped columns in the ops schema, refreshed by what differs.
+    room_database_url: str | None = None
     redis_url: str | None = None
     ops_schema: str = "chatsync"
     mapping_path: str = str(DEFAULT_MAPPING)
@@ -94,6 +96,9 @@ class Settings:
     # wal_compression): at 1M participants, 73 MB of WAL became 37 MB and the repair ~9 % faster
     # (docs/benchmarks.md). "default" leaves the server's setting.
     repair_wal_compression: str = "lz4"
+    # Two databases: a pass streams the rooms whose copy differs from the room database; above this
+    # fraction of a part's rooms it streams the part whole, in room-id ranges on parallel connections.
+    mirror_max_room_fraction: float = 0.5
     # Incremental scope re-reads this much before the last watermark (commit lag, clock skew).
     incremental_overlap_seconds: int = 120
 
@@ -185,6 +190,8 @@ class Settings:
                 raise bad(name, "must not be negative")
         if not 0 < self.fingerprint_max_room_fraction <= 1:
             raise bad("fingerprint_max_room_fraction", "must be a fraction in (0, 1]")
+        if not 0 <= self.mirror_max_room_fraction <= 1:
+            raise bad("mirror_max_room_fraction", "must be a fraction in [0, 1]")
         if not 0 <= self.fingerprint_max_changed_fraction <= 1:
             raise bad("fingerprint_max_changed_fraction", "must be a fraction in [0, 1]")
         if not 0 <= self.error_rate <= 1:
@@ -212,11 +219,25 @@ class Settings:
         # the URLs are not quoted back: they may hold a password
         if self.database_url and (problem := _database_url_problem(self.database_url)):
             raise ConfigError(f"CHATSYNC_DATABASE_URL is not a valid database URL: {problem}")
+        if self.room_database_url and (problem := _database_url_problem(self.room_database_url)):
+            raise ConfigError(f"CHATSYNC_ROOM_DATABASE_URL is not a valid database URL: {problem}")
         if self.redis_url and (problem := _redis_url_problem(self.redis_url)):
             raise ConfigError(f"CHATSYNC_REDIS_URL is not a valid Redis URL: {problem}")
 
     def parallel_workers(self) -> int:
         return self.workers or min(os.cpu_count() or 1, 8)
+
+    @property
+    def two_databases(self) -> bool:
+        """The room side lives in a database of its own (room_database_url set, and not the chat
+        side's URL)."""
+        return bool(self.room_database_url) and self.room_database_url != self.database_url
+
+    def room_url(self) -> str:
+        """The URL of the room side's database (the chat side's when it has none of its own)."""
+        if self.two_databases and self.room_database_url:
+            return self.room_database_url
+        return self.require_database()
 
     def require_database(self) -> str:
         if not self.database_url:

@@ -80,22 +80,68 @@ def settings(database_url, tmp_path_factory):
 TABLES = ("room.room_participants", "room.rooms", "chat.chat_participants", "chat.chat_rooms")
 
 
-@pytest.fixture
-def clean_db(settings):
-    """Empty application and ops tables before the test (the schema stays)."""
+OPS_TABLES = ("metrics", "repair_audit", "inconsistencies", "runs", "sync_log", "dead_letters",
+              "metric_buckets", "alert_state", "alert_log", "maintenance_reports", "maintenance_actions",
+              "table_sizes", "freezes", "deploy_checks", "correction_plans", "redis_outages", "cache_outbox",
+              "room_fingerprints", "room_fingerprint_deltas", "fingerprint_maintenance",
+              "fingerprint_changed_keys", "mirror_fingerprints")
+
+
+def empty_tables(settings) -> None:
+    """Empty the application tables (on both sides' databases) and chatsync's own."""
     from chatsync.consistency import fingerprints
 
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         fingerprints.remove_if_installed(conn, settings)  # a test may have installed them
-        conn.execute("TRUNCATE room.room_participants, room.rooms, chat.chat_participants, chat.chat_rooms")
-        tables = ("metrics", "repair_audit", "inconsistencies", "runs", "sync_log", "dead_letters",
-                  "metric_buckets", "alert_state", "alert_log", "maintenance_reports", "maintenance_actions",
-                  "table_sizes", "freezes", "deploy_checks", "correction_plans", "redis_outages", "cache_outbox",
-                  "room_fingerprints", "room_fingerprint_deltas", "fingerprint_maintenance",
-                  "fingerprint_changed_keys")
-        conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(
-            sql.Identifier(settings.ops_schema, t) for t in tables)))
+        conn.execute("TRUNCATE chat.chat_participants, chat.chat_rooms")
+        tables = [sql.Identifier(settings.ops_schema, t) for t in OPS_TABLES]
+        if settings.two_databases:
+            tables += [sql.Identifier(settings.ops_schema, f"mirror_{t}") for t in ("room_rooms", "room_participants")]
+        else:
+            conn.execute("TRUNCATE room.room_participants, room.rooms")
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(tables)))
+    if settings.two_databases:
+        with psycopg.connect(settings.room_database_url, autocommit=True) as conn:
+            conn.execute("TRUNCATE room.room_participants, room.rooms")
+
+
+@pytest.fixture
+def clean_db(settings):
+    """Empty application and ops tables before the test (the schema stays)."""
+    empty_tables(settings)
     return settings
+
+
+ROOM_DB, CHAT_DB = f"{TEST_DB}_room", f"{TEST_DB}_chat"
+
+
+@pytest.fixture(scope="session")
+def two_databases(tmp_path_factory):
+    """Settings of the two-database topology: the room side in a database of its own (read only
+    for chatsync), the chat side and chatsync's schema in another, both on the test server."""
+    from chatsync.config import Settings
+    from chatsync.db.migrations import migrate
+
+    for name in (ROOM_DB, CHAT_DB):
+        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    gx_dir = tmp_path_factory.mktemp("gx2") / "great_expectations"
+    shutil.copytree(REPO / "chatsync" / "validation" / "great_expectations", gx_dir,
+                    ignore=shutil.ignore_patterns("uncommitted", "validation_results", "data_docs"))
+    s = Settings.from_env(database_url=psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=CHAT_DB),
+                          room_database_url=psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=ROOM_DB),
+                          gx_dir=str(gx_dir))
+    migrate(s, reference_schema=True)
+    yield s
+    for name in (ROOM_DB, CHAT_DB):
+        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def two_db(two_databases):
+    """The two-database settings, every table emptied first."""
+    empty_tables(two_databases)
+    return two_databases
 
 
 @pytest.fixture

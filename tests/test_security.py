@@ -239,7 +239,8 @@ def restricted(settings):
     url = make_conninfo(settings.database_url, dbname=name)
     admin_settings = replace(settings, database_url=url)
     with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(read_sql("reference_schema"))
+        admin.execute(read_sql("reference_schema_room"))
+        admin.execute(read_sql("reference_schema_chat"))
         admin.execute("CREATE SCHEMA secret; CREATE TABLE secret.payroll (who text, amount int); "
                       "INSERT INTO secret.payroll VALUES ('ceo', 1)")
     applied = grants.apply(admin_settings, role)

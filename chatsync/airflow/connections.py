@@ -10,6 +10,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta, timezone
 
 from chatsync.config import Settings, check_environment
@@ -20,6 +21,7 @@ log = logging.getLogger("chatsync.airflow")
 
 DB_CONN_ID = "chatsync_db"
 REDIS_CONN_ID = "chatsync_redis"
+ROOM_DB_CONN_ID = "chatsync_room_db"
 SETTINGS_VARIABLE = "chatsync_settings"  # JSON object of Settings field -> value
 
 
@@ -122,21 +124,34 @@ def redis_url(conn) -> str:
     return url + ("?" + urlencode(query, quote_via=quote) if query else "")
 
 
-def connection_urls(get_connection: Callable) -> tuple[str, str | None]:
-    """(database_url, redis_url or None) from the chatsync_db / chatsync_redis connections, looked up
-    with get_connection(conn_id) (the task SDK's Connection.get in tasks, the secrets backends in the
-    api-server). A missing chatsync_db is a ConfigError; a missing chatsync_redis gives None (Redis is
-    optional), but one that exists and cannot be used is an error."""
+@dataclass(frozen=True)
+class ConnectionUrls:
+    database: str  # chatsync_db: the chat side and chatsync's own schema
+    room_database: str | None  # chatsync_room_db: the room side's own database (None: chatsync_db's)
+    redis: str | None  # chatsync_redis
+
+
+def connection_urls(get_connection: Callable) -> ConnectionUrls:
+    """The URLs of the chatsync_db, chatsync_room_db and chatsync_redis connections, looked up with
+    get_connection(conn_id) (the task SDK's Connection.get in tasks, the secrets backends in the
+    api-server). A missing chatsync_db is a ConfigError; a missing chatsync_room_db means the room
+    side shares chatsync_db's database and a missing chatsync_redis gives None (Redis is optional),
+    but one that exists and cannot be used is an error."""
     try:
         db = get_connection(DB_CONN_ID)
     except Exception as exc:  # noqa: BLE001 - Airflow raises different types per version/backend
         raise ConfigError(f"Airflow connection '{DB_CONN_ID}' is missing or unreadable: {exc}. "
                           f"Create it (Admin > Connections) or set AIRFLOW_CONN_CHATSYNC_DB.") from None
     try:
+        room_db = get_connection(ROOM_DB_CONN_ID)
+    except Exception:  # noqa: BLE001 - optional: the room side then shares chatsync_db's database
+        room_db = None
+    try:
         redis_conn = get_connection(REDIS_CONN_ID)
     except Exception:  # noqa: BLE001 - Redis is optional for the consistency pipeline
         redis_conn = None
-    return postgres_conninfo(db), (redis_url(redis_conn) if redis_conn is not None else None)
+    return ConnectionUrls(postgres_conninfo(db), postgres_conninfo(room_db) if room_db is not None else None,
+                          redis_url(redis_conn) if redis_conn is not None else None)
 
 
 def settings_from_airflow() -> Settings:
@@ -144,8 +159,8 @@ def settings_from_airflow() -> Settings:
     chatsync_settings Variable. A missing connection or a bad value fails with a clear message."""
     from airflow.sdk import Connection, Variable
 
-    db_url, redis_url_ = connection_urls(Connection.get)
-    redis_url_ = redis_url_ or os.environ.get("CHATSYNC_REDIS_URL")
+    urls = connection_urls(Connection.get)
+    redis_url_ = urls.redis or os.environ.get("CHATSYNC_REDIS_URL")
     raw = Variable.get(SETTINGS_VARIABLE, default=None)
     overrides: dict[str, str] = {}
     if raw:
@@ -162,7 +177,8 @@ def settings_from_airflow() -> Settings:
             raise ConfigError(f"Airflow Variable '{SETTINGS_VARIABLE}' has unknown keys: "
                               + ", ".join(k.removeprefix("CHATSYNC_").lower() for k in unknown))
     check_environment(os.environ)  # a mistyped CHATSYNC_* in the workers' environment is an error here too
-    settings = Settings.from_sources(os.environ, overrides, database_url=db_url, redis_url=redis_url_,
+    settings = Settings.from_sources(os.environ, overrides, database_url=urls.database, redis_url=redis_url_,
+                                     room_database_url=urls.room_database,
                                      run_lease_seconds=_run_lease_seconds())
     from chatsync.alerting import notifiers
 

@@ -32,11 +32,12 @@ def settings_for_web() -> Settings:
         from chatsync.airflow.connections import connection_urls
 
         # the same conversion as the tasks' settings_from_airflow; here through the secrets backends
-        db, redis_url = connection_urls(Connection.get_connection_from_secrets)
+        urls = connection_urls(Connection.get_connection_from_secrets)
     except Exception as exc:  # noqa: BLE001
         raise ConfigError(f"no chatsync database for the health page: set CHATSYNC_DATABASE_URL or the "
                           f"Airflow connection 'chatsync_db' ({exc})") from None
-    return Settings.from_env(database_url=db, redis_url=redis_url or settings.redis_url)  # Redis: optional
+    return Settings.from_env(database_url=urls.database, room_database_url=urls.room_database,
+                             redis_url=urls.redis or settings.redis_url)  # Redis: optional
 
 
 class DeferredApp:

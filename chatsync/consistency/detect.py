@@ -30,9 +30,9 @@ from chatsync.db import runs
 from chatsync.db.connection import connection, one
 from chatsync.db.retry import with_retry
 from chatsync.db.statements import sql_file
-from chatsync.model.mapping import load_mapping
 from chatsync.model.rules import ENTITIES, KINDS, Entity
-from chatsync.model.sqlgen import ROOM_KEY_MAX, ROOM_KEY_MIN, EntitySQL, entity_sql
+from chatsync.model.sqlgen import ROOM_KEY_MAX, ROOM_KEY_MIN, EntitySQL, entity_sql, source_entity_sql
+from chatsync.roomside import refresh as room_copy
 
 log = logging.getLogger("chatsync.diff")
 J = sql.SQL
@@ -69,10 +69,12 @@ def _empty_scope_keys(conn) -> None:
 
 
 def _fill_scope_keys(conn, settings: Settings, es: EntitySQL, scope: Scope, since) -> None:
-    """(Re)fill pg_temp.chatsync_scope_keys with this entity's keys for a key-set scope."""
+    """(Re)fill pg_temp.chatsync_scope_keys with this entity's keys for a key-set scope (and, with
+    the room side in a database of its own, bring those keys' rows of its copy up to date)."""
     _empty_scope_keys(conn)
     e = es.entity
     if scope.kind == "incremental":
+        room_copy.add_changed_room_keys(conn, settings, e.name, since)  # read in the room database
         conn.execute(sql_file(
             settings, "scope_changed_keys", **es.common(settings.ops_schema),
             room_key=_key_select(es, "room"), chat_key=_key_select(es, "chat"),
@@ -84,6 +86,7 @@ def _fill_scope_keys(conn, settings: Settings, es: EntitySQL, scope: Scope, sinc
             with cur.copy("COPY pg_temp.chatsync_scope_keys (room_id, user_id) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
+    room_copy.refresh_scope_keys(conn, settings, e.name)
     conn.execute("ANALYZE pg_temp.chatsync_scope_keys")
 
 
@@ -141,8 +144,15 @@ def table_rows(conn, settings: Settings) -> int:
     Exact below 100k rows, the planner's estimate above (an exact count of 10M rows costs more
     than the threshold needs).
     """
+    if settings.two_databases:  # the room database's tables, not their copy (maybe not taken yet)
+        with connection(settings, side="room") as room_conn:
+            return _rows(room_conn, source_entity_sql(settings))
+    return _rows(conn, entity_sql(settings))
+
+
+def _rows(conn, entities: list[EntitySQL]) -> int:
     total = 0
-    for es in entity_sql(settings):
+    for es in entities:
         est = es.room.reltuples(conn)
         if est is None or est < 100_000:
             est = one(conn.execute(J("SELECT count(*) FROM {}").format(es.room.ident)))[0]
@@ -152,7 +162,7 @@ def table_rows(conn, settings: Settings) -> int:
 
 # (database, mapping) pairs already checked by this process: the event worker detects many
 # times a second, the check costs a catalog query per mapped table
-_mapping_checked: set[tuple[str | None, str]] = set()
+_mapping_checked: set[tuple[str | None, str | None, str]] = set()
 
 
 @dataclass(frozen=True)
@@ -202,9 +212,10 @@ def begin(settings: Settings, scope: Scope = Scope(), *, triggered_by: str = "cl
 
     def attempt() -> DetectPlan:
         with connection(settings) as conn:
-            if (settings.database_url, settings.mapping_path) not in _mapping_checked:
-                load_mapping(settings.mapping_path).check_database(conn)
-                _mapping_checked.add((settings.database_url, settings.mapping_path))
+            checked = (settings.database_url, settings.room_database_url, settings.mapping_path)
+            if checked not in _mapping_checked:
+                room_copy.check_mapping(settings, conn)
+                _mapping_checked.add(checked)
             if scope.kind != "keys":  # a pass closes what dead processes left open (the worker: periodically)
                 runs.close_abandoned(conn, settings)
                 conn.commit()
@@ -250,6 +261,9 @@ def detect_part(settings: Settings, plan: DetectPlan, part: Scope | None = None)
     ops = settings.ops_schema
     scope = part or plan.scope
     durations: dict[str, float] = {}
+    t_copy = time.perf_counter()
+    if _refresh_room_copy(settings, scope) is not None:
+        durations["room_copy"] = round(time.perf_counter() - t_copy, 4)
     with connection(settings) as conn, conn.transaction():
         # a rerun of the same part replaces its findings (idempotent task retry)
         where = J("")
@@ -269,6 +283,18 @@ def detect_part(settings: Settings, plan: DetectPlan, part: Scope | None = None)
                                   in_scope=_findings_in_scope(es, scope), same_user=es.same_user("n", "o")), params)
             durations[es.entity.name] = round(time.perf_counter() - t_entity, 4)
     return durations
+
+
+def _refresh_room_copy(settings: Settings, scope: Scope):
+    """With the room side in a database of its own: its copy brought up to date for the scope
+    before the diff reads it (key-set scopes: by _fill_scope_keys, in the diff's transaction)."""
+    if scope.kind == "full":
+        return room_copy.sync(settings)
+    if scope.kind == "range" and scope.room_range:
+        return room_copy.sync(settings, scope.room_range)
+    if scope.kind == "rooms":
+        return room_copy.refresh_rooms(settings, list(scope.rooms))
+    return None
 
 
 def finish(settings: Settings, plan: DetectPlan, *, seconds: float | None = None,

@@ -30,6 +30,7 @@ from chatsync.db.retry import with_retry
 from chatsync.db.statements import sql_file, unsettled_runs
 from chatsync.errors import ConfigError
 from chatsync.model.sqlgen import EntitySQL, entity_sql
+from chatsync.roomside import refresh as room_copy
 
 log = logging.getLogger("chatsync.repair")
 J = sql.SQL
@@ -180,6 +181,9 @@ def repair(settings: Settings, run_id: int) -> RepairResult:
     control.take(locks.REPAIR_LOCK, "the repair lock")
     try:
         on_control(lambda c: runs.update(c, ops, run_id, status="repairing"), "mark it repairing")
+        # the room side's values of now, as a repair reads them when both sides share a database
+        with_retry(lambda: room_copy.refresh_findings(settings, run_id), settings,
+                   f"repair run {run_id}: the room rows of its findings")
         batches = on_control(lambda c: _batches(c, settings, run_id), "plan the batches")
         compression = on_control(lambda c: wal_compression(c, settings), "WAL compression")
         sys.audit("chatsync.step", "repair:before_batches")

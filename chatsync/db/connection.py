@@ -47,19 +47,28 @@ def is_transient(exc: BaseException) -> bool:
     return type(exc) is psycopg.OperationalError
 
 
-def connect(settings: Settings, *, autocommit: bool = False, application_name: str = "chatsync") -> psycopg.Connection:
-    url = settings.require_database()
+def connect(settings: Settings, *, autocommit: bool = False, application_name: str = "chatsync",
+            side: str = "chat", read_only: bool = True) -> psycopg.Connection:
+    """A connection to the chat side's database (chatsync's own), or with side="room" to the room
+    side's: its own database when room_database_url is set, where every transaction is read only
+    (chatsync never writes the room side; a replica accepts nothing else). read_only=False is for
+    the reference schema of the demo and the tests only."""
+    room = side == "room" and settings.two_databases
+    url = settings.room_url() if room else settings.require_database()
+    what = "the room database" if room else "the chatsync database"
     try:
         conn = psycopg.connect(url, autocommit=autocommit, application_name=application_name,
                                connect_timeout=10)
     except psycopg.OperationalError as exc:
-        text = str(exc)
+        text = " ".join(str(exc).split())  # libpq's message spans lines: one line
         if any(marker in text for marker in _FATAL_CONNECT):
-            raise ConfigError(f"cannot use the chatsync database: {text.strip()}") from exc
-        raise TransientError(f"cannot connect to the chatsync database: {exc}".strip()) from exc
+            raise ConfigError(f"cannot use {what}: {text}") from exc
+        raise TransientError(f"cannot connect to {what}: {text}") from exc
     except psycopg.ProgrammingError as exc:  # malformed conninfo
-        raise ConfigError(f"invalid database URL: {exc}") from exc
+        raise ConfigError(f"invalid database URL for {what}: {exc}") from exc
     conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{settings.lock_timeout_ms}ms")))
+    if room and read_only:
+        conn.execute("SET default_transaction_read_only = on")
     if not autocommit:
         conn.commit()
     return conn

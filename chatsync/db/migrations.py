@@ -81,8 +81,19 @@ def migrate(settings: Settings, *, reference_schema: bool = False) -> list[str]:
                 done_now.append(f"{version:03d}_{name}")
             if reference_schema:
                 with conn.transaction():
-                    conn.execute(read_sql("reference_schema"))
+                    conn.execute(read_sql("reference_schema_chat"))
+                    if not settings.two_databases:
+                        conn.execute(read_sql("reference_schema_room"))
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
             conn.commit()
+    if settings.two_databases:
+        if reference_schema:  # the demo's and the tests' room service: chatsync itself only reads there
+            with connection(settings, side="room", read_only=False) as room_conn:
+                room_conn.execute(read_sql("reference_schema_room"))
+        from chatsync.roomside import refresh
+
+        refresh.forget_shapes()
+        refresh.shapes(settings)  # the copies of the room tables, shaped after the room database's
     return done_now
+

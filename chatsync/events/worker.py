@@ -43,6 +43,7 @@ from chatsync.errors import ChatsyncError, ValidationError
 from chatsync.events import cache, redis_recovery, stream_recovery
 from chatsync.events.envelope import Event, display_fields, parse, raw_entry
 from chatsync.model.mapping import load_mapping
+from chatsync.roomside import refresh as room_copy
 
 log = logging.getLogger("chatsync.worker")
 
@@ -143,7 +144,7 @@ class Worker:
         self.next_watch = 0.0  # monotonic time of the next stream check (0: at once)
         self.heal_failures = 0
         with connection(settings) as conn:  # a wrong mapping fails the start, not every batch
-            load_mapping(settings.mapping_path).check_database(conn)
+            room_copy.check_mapping(settings, conn)
 
     # -- stream ---------------------------------------------------------------------------------
     def _read(self, block: bool) -> list[tuple[str, dict]]:
@@ -259,7 +260,7 @@ class Worker:
         query = sql_file(self.settings, "events_missing_rooms", rooms=rooms.ident, room_id=rooms.col("id"))
 
         def missing() -> set[int]:
-            with connection(self.settings) as conn:
+            with connection(self.settings, side="room") as conn:
                 return {r[0] for r in conn.execute(query, {"rooms": sorted({e.room_id for e in events})})}
         gone = with_retry(missing, self.settings, f"worker {self.name}: room check")
         kept = []

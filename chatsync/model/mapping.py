@@ -49,6 +49,15 @@ class Table:
         return row[0] if row else None
 
 
+ROOM_TABLES = ("room_rooms", "room_participants")
+CHAT_TABLES = ("chat_rooms", "chat_participants")
+
+
+def mirror_name(key: str) -> str:
+    """The table in the ops schema holding the copy of a room table (two-database topology)."""
+    return f"mirror_{key}"
+
+
 @dataclass(frozen=True)
 class Mapping:
     path: str
@@ -56,6 +65,20 @@ class Mapping:
 
     def __getitem__(self, key: str) -> Table:
         return self.tables[key]
+
+    def with_room_mirror(self, ops_schema: str) -> Mapping:
+        """This mapping with the room tables read from their copies in the ops schema: what every
+        statement joining the two sides reads when the room side has a database of its own. The
+        copies keep the mapped column names, so the statements are the same in both topologies."""
+        tables = dict(self.tables)
+        for key in ROOM_TABLES:
+            tables[key] = Table(key, ops_schema, mirror_name(key), self.tables[key].columns)
+        return Mapping(self.path, tables)
+
+    def side(self, side: str) -> Mapping:
+        """The tables of one side only (check_database per database)."""
+        keys = ROOM_TABLES if side == "room" else CHAT_TABLES
+        return Mapping(self.path, {k: self.tables[k] for k in keys})
 
     def check_database(self, conn) -> None:
         """Fail with a message naming each mapped table or column the database lacks."""

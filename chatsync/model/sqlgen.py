@@ -209,6 +209,20 @@ class EntitySQL:
         }
 
 
+def joined_mapping(settings: Settings) -> Mapping:
+    """The mapping the statements joining both sides read: the room tables themselves in one
+    database, their copies in the ops schema when the room side has a database of its own."""
+    mapping = load_mapping(settings.mapping_path)
+    return mapping.with_room_mirror(settings.ops_schema) if settings.two_databases else mapping
+
+
 def entity_sql(settings: Settings) -> list[EntitySQL]:
+    mapping = joined_mapping(settings)
+    return [EntitySQL.build(e, mapping) for e in ENTITIES]
+
+
+def source_entity_sql(settings: Settings) -> list[EntitySQL]:
+    """The entities over the mapped tables themselves (the room side's real tables, in the room
+    database when it has its own)."""
     mapping = load_mapping(settings.mapping_path)
     return [EntitySQL.build(e, mapping) for e in ENTITIES]

@@ -18,15 +18,15 @@ from chatsync.errors import ConfigError
 
 def schema_check(settings: Settings) -> dict:
     from chatsync.db.migrations import pending
-    from chatsync.model.mapping import load_mapping
+    from chatsync.roomside import refresh as room_copy
 
     waiting = pending(settings)
     if waiting:
         raise ConfigError("schema first: migrations " + ", ".join(f"{v:03d}_{n}" for v, n in waiting)
                           + " are not applied; run `chatsync init` (the airflow-init service does) and rerun")
     with connection(settings) as conn:
-        load_mapping(settings.mapping_path).check_database(conn)
-    return {"pending_migrations": [], "mapping": "matches the database"}
+        room_copy.check_mapping(settings, conn)
+    return {"pending_migrations": [], "mapping": "matches the database" + ("s" if settings.two_databases else "")}
 
 
 def rollback_plan(settings: Settings, version: str, since: datetime) -> list[str]:

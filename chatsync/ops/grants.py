@@ -1,8 +1,11 @@
 """The least privileges chatsync needs, generated from the mapping (``chatsync grants ROLE``).
 
 chatsync reads the room tables, writes the chat tables and owns its own schema; nothing else.
-An administrator runs the statements once (``--apply``, or pipes the printed SQL to psql); the
-role then runs ``chatsync init`` (the migrations) and every DAG. Optional extras are listed in
+With the room side in a database of its own, the statements come in two parts: the chat database's
+(its schema, the chat tables) and the room database's (CONNECT, and SELECT on the room tables:
+nothing more, so a read replica's role will do). An administrator runs the statements once
+(``--apply``, or pipes the printed SQL to psql); the role then runs ``chatsync init`` (the
+migrations) and every DAG. Optional extras are listed in
 the README: pg_stat_scan_tables for the weekly bloat measure (pgstattuple), ownership of the chat
 tables for their weekly REINDEX.
 """
@@ -18,10 +21,22 @@ from chatsync.model.mapping import load_mapping
 J = sql.SQL
 
 
+def room_statements(settings: Settings, role: str, database: str) -> list[sql.Composed]:
+    """The room database's grants when it is not the chat side's: read only."""
+    m = load_mapping(settings.mapping_path)
+    who = sql.Identifier(role)
+    room = [m[k] for k in ("room_rooms", "room_participants")]
+    out = [J("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), who)]
+    out += [J("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), who)
+            for schema in dict.fromkeys(t.schema for t in room)]
+    return out + [J("GRANT SELECT ON {} TO {}").format(t.ident, who) for t in room]
+
+
 def statements(settings: Settings, role: str, database: str, server_version: int) -> list[sql.Composed]:
+    """The chat database's grants (and the room tables', when they live there too)."""
     m = load_mapping(settings.mapping_path)
     who, ops = sql.Identifier(role), sql.Identifier(settings.ops_schema)
-    room = [m[k] for k in ("room_rooms", "room_participants")]
+    room = [] if settings.two_databases else [m[k] for k in ("room_rooms", "room_participants")]
     chat = [m[k] for k in ("chat_rooms", "chat_participants")]
     out = [J("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), who),
            J("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(ops, who),
@@ -56,12 +71,24 @@ def apply(settings: Settings, role: str) -> list[str]:
                                                        sql.Identifier(role))
             conn.execute(stmt)
             done.append(stmt.as_string(conn))
+    if settings.two_databases:
+        with connection(settings, side="room", read_only=False) as room_conn, room_conn.transaction():
+            database = one(room_conn.execute("SELECT current_database()"))[0]
+            for stmt in room_statements(settings, role, database):
+                room_conn.execute(stmt)
+                done.append(stmt.as_string(room_conn))
     return done
 
 
 def as_text(settings: Settings, role: str) -> str:
     """The statements as SQL text for the configured database (to read, or to pipe to psql)."""
     with connection(settings) as conn:
-        database = one(conn.execute("SELECT current_database()"))[0]
-        return "".join(s.as_string(conn) + ";\n"
-                       for s in statements(settings, role, database, conn.info.server_version))
+        chat_database = one(conn.execute("SELECT current_database()"))[0]
+        text = "".join(s.as_string(conn) + ";\n"
+                       for s in statements(settings, role, chat_database, conn.info.server_version))
+    if not settings.two_databases:
+        return text
+    with connection(settings, side="room") as room_conn:
+        database = one(room_conn.execute("SELECT current_database()"))[0]
+        room = "".join(s.as_string(room_conn) + ";\n" for s in room_statements(settings, role, database))
+    return f"-- in the chat database ({chat_database})\n{text}-- in the room database ({database}): read only\n{room}"

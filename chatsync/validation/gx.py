@@ -273,6 +273,9 @@ def build(settings: Settings):
 def validate(settings: Settings, run_id: int | None = None) -> ValidationOutcome:
     """Validate the chat side; never raises on a failed expectation (the caller decides)."""
     t0 = time.perf_counter()
+    from chatsync.roomside import refresh as room_copy
+
+    room_copy.sync(settings)  # "no remaining difference" reads the room side's copy: of now
     os.environ[CONNECTION_VARIABLE] = sqlalchemy_url(settings.require_database())
     context, checkpoint = build(settings)
     result = checkpoint.run(run_id=None, batch_parameters=None)

@@ -65,7 +65,7 @@ class RoomService:
         self.rng = random.Random(seed)
         parts = table_placeholders(load_mapping(settings.mapping_path))
         self.sql = {name: sql_file(settings, f"eventsim_{name}", **parts) for name in set(STATEMENTS.values())}
-        with connection(settings) as conn:
+        with connection(settings, side="room", read_only=False) as conn:
             self.rooms = [r[0] for r in conn.execute(sql_file(settings, "eventsim_room_ids", **parts))]
             self.next_user = one(conn.execute(sql_file(settings, "eventsim_max_user", **parts)))[0] + 1
         if not self.rooms:
@@ -95,7 +95,7 @@ class RoomService:
         life). A change that found no row (an empty room) makes no event. Returns
         (type, room_id, user_id) of each event."""
         planned = [self.statement(t) for t in types]
-        with connection(self.settings) as conn:
+        with connection(self.settings, side="room", read_only=False) as conn:
             with conn.pipeline():
                 cursors = [(params, conn.execute(self.sql[name], params)) for name, params in planned]
             done = []

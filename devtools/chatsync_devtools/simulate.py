@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -325,13 +326,27 @@ def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: 
         stages[name.removeprefix("simulate_")] = time.perf_counter() - t0
         return cur.rowcount
 
-    with connection(settings, application_name="chatsync simulate") as conn:
-        mapping.check_database(conn)
+    two = settings.two_databases
+    room_side = (connection(settings, side="room", read_only=False, application_name="chatsync simulate")
+                 if two else nullcontext(None))
+    # the room database's connection ends first: its rows commit before the chat side's
+    with connection(settings, application_name="chatsync simulate") as conn, room_side as room_conn:
+        if room_conn is not None:
+            mapping.side("chat").check_database(conn)
+            mapping.side("room").check_database(room_conn)
+            # the room side is generated in the chat database's session, in temporary tables
+            # shaped like the room tables, then copied to the room database
+            sim_mapping = _stage_room_tables(conn, room_conn, mapping)
+            parts = table_placeholders(sim_mapping)
+            room_sql, participant_sql = EntitySQL.build(ROOM, sim_mapping), EntitySQL.build(PARTICIPANT, sim_mapping)
+        else:
+            mapping.check_database(conn)
+            sim_mapping = mapping
         room_table = mapping["room_rooms"]
         # The mapping has no room name (chatsync never reads it); fill it when the table has one.
         name_column: sql.Composable
         name_value: sql.Composable
-        if _has_column(conn, room_table, "name"):
+        if _has_column(room_conn or conn, room_table, "name"):
             name_column, name_value = J("{},").format(sql.Identifier("name")), J(
                 "(%(room_names)s::text[])[1 + pg_temp.sim_int(%(seed)s, 'room.name', "
                 "cardinality(%(room_names)s::text[]), d.id)] || ' #' || d.id,")
@@ -346,7 +361,8 @@ def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: 
         stages["truncate"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         suspended = _suspend_indexes(conn, [mapping[key] for key in
-                                            ("room_rooms", "room_participants", "chat_rooms", "chat_participants")])
+                                            (("chat_rooms", "chat_participants") if two else
+                                             ("room_rooms", "room_participants", "chat_rooms", "chat_participants"))])
         stages["drop_indexes"] = time.perf_counter() - t0
 
         n_rooms = run(conn, "simulate_fill_rooms", {
@@ -377,8 +393,14 @@ def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: 
         conn.execute(J("ANALYZE {}, {}, {}, {}").format(parts["rr"], parts["rp"], parts["cr"], parts["cp"]))
         stages["analyze"] = time.perf_counter() - t0
 
+        if room_conn is not None:
+            t0 = time.perf_counter()
+            _push_room_side(conn, room_conn, mapping, sim_mapping)
+            stages["room_database"] = time.perf_counter() - t0
         if maintain_fingerprints:
             t0 = time.perf_counter()
+            if room_conn is not None:  # the triggers go on the room side's copy: take it now
+                _fill_room_copy(conn, settings, sim_mapping)
             fingerprints.install_on(conn, settings)
             stages["fingerprints"] = time.perf_counter() - t0
         if drift > 0:
@@ -405,6 +427,67 @@ def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: 
              report.rooms, report.participants, seed, report.seconds,
              {k: v for k, v in injected.items() if v}, changed_keys)
     return report
+
+
+def _stage_room_tables(conn, room_conn, mapping: Mapping) -> Mapping:
+    """Temporary tables in conn's session shaped like the room tables' mapped columns (and the
+    room name, when the table has one), types read in the room database (text for its own types:
+    the copy to it is in text format); returns the mapping with the room tables pointing at them."""
+    tables = dict(mapping.tables)
+    for key in ("room_rooms", "room_participants"):
+        table = mapping[key]
+        wanted = list(dict.fromkeys([*table.columns.values(), *(["name"] if key == "room_rooms" else [])]))
+        rows = room_conn.execute(
+            "SELECT a.attname, CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace "
+            "THEN format_type(a.atttypid, a.atttypmod) ELSE 'text' END "
+            "FROM pg_attribute AS a JOIN pg_type AS t ON t.oid = a.atttypid "
+            "WHERE a.attrelid = (SELECT c.oid FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s) AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY(%s) "
+            "ORDER BY a.attnum", (table.schema, table.name, wanted)).fetchall()
+        name = f"chatsync_sim_{key}"
+        conn.execute(J("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+            sql.Identifier(name), J(", ").join(J("{} {}").format(sql.Identifier(c), J(t)) for c, t in rows)))
+        tables[key] = Table(key, "pg_temp", name, table.columns)
+    return Mapping(mapping.path, tables)
+
+
+def _push_room_side(conn, room_conn, mapping: Mapping, staged: Mapping) -> None:
+    """The generated room side, from conn's temporary tables into the room database's tables
+    (emptied, their keys and indexes dropped for the load and rebuilt, as on the chat side)."""
+    real = [mapping[k] for k in ("room_rooms", "room_participants")]
+    room_conn.execute(J("TRUNCATE {}, {}").format(*(t.ident for t in real)))
+    suspended = _suspend_indexes(room_conn, real)
+    for key in ("room_rooms", "room_participants"):
+        temp = staged[key]
+        columns = J(", ").join(sql.Identifier(r[0]) for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 ORDER BY attnum",
+            (f"pg_temp.{temp.name}",)).fetchall())
+        with conn.cursor() as out_cur, room_conn.cursor() as in_cur:
+            with out_cur.copy(J("COPY {} ({}) TO STDOUT").format(temp.ident, columns)) as out, \
+                    in_cur.copy(J("COPY {} ({}) FROM STDIN").format(mapping[key].ident, columns)) as into:
+                for chunk in out:
+                    into.write(chunk)
+    _restore_indexes(room_conn, suspended)
+    room_conn.execute(J("ANALYZE {}, {}").format(*(t.ident for t in real)))
+
+
+def _fill_room_copy(conn, settings: Settings, staged: Mapping) -> None:
+    """The room side's copy in the chat database (two databases), equal to what was just generated,
+    with its fingerprints, in conn's transaction: maintained fingerprints start from it."""
+    from chatsync.roomside import refresh
+
+    for shape in refresh.shapes(settings):
+        temp = staged[shape.copy.key]
+        cols = J(", ").join(J("{}::{}").format(sql.Identifier(c.name), J(c.type)) for c in shape.columns)
+        conn.execute(J("TRUNCATE {}").format(shape.copy.ident))
+        conn.execute(J("INSERT INTO {} ({}) SELECT {} FROM {}").format(shape.copy.ident, shape.column_list(),
+                                                                      cols, temp.ident))
+        conn.execute(J("DELETE FROM {}.mirror_fingerprints WHERE entity = %s").format(
+            sql.Identifier(settings.ops_schema)), (shape.entity.name,))
+        conn.execute(J("INSERT INTO {}.mirror_fingerprints (entity, room_id, row_count, hash) "
+                       "SELECT %s, {}, count(*), bit_xor({}) FROM {} AS m GROUP BY 1").format(
+            sql.Identifier(settings.ops_schema), sql.Identifier("m", shape.keys[0]), shape.row_hash("m", False),
+            shape.copy.ident), (shape.entity.name,))
 
 
 def _inject_drift(conn, run, *, rooms: int, participants: int, drift: float, status_values: list[str],

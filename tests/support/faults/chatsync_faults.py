@@ -7,7 +7,9 @@ concurrently at that exact moment. Installed in a child process by ``sitecustomi
   CHATSYNC_FAULT_PAUSE_AT=repair:in_batch   which point (detect:part, detect:before_finish, repair:before_batches,
                                             repair:in_batch, repair:after_commit,
                                             check:before_validate, check:before_unlock,
-                                            stream:before_heal)
+                                            stream:before_heal; room_copy:stream, room_copy:rows:
+                                            the first rows of any stream, of a stream of room
+                                            rows, from the room database)
   CHATSYNC_FAULT_PAUSE_SECONDS=30           how long to stop there (once per process)
   CHATSYNC_FAULT_MARKER=/tmp/x              a file written when the point is reached
   CHATSYNC_FAULT_PAUSE_BEFORE_ACK_MS=1500   the worker sleeps this long between its commit and

@@ -1,0 +1,156 @@
+"""The copy of the room side in the chat database: its tables, their shape, their hash.
+
+When the room side has a database of its own, PostgreSQL cannot join it to the chat side. chatsync
+keeps, in its ops schema, a copy of each mapped room table (``mirror_room_rooms``,
+``mirror_room_participants``): the mapped columns only, with the room database's own column types
+(text for types of the room database's own making, such as enums, which the chat database does not
+have), keyed like the room table. Every statement that compares the two sides reads the copy, so
+the same SQL serves both topologies; ``chatsync.roomside.refresh`` keeps the copy in line with the
+room database by moving only the rooms that differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from chatsync.config import Settings
+from chatsync.db.connection import connection, one
+from chatsync.errors import ConfigError
+from chatsync.model.mapping import ROOM_TABLES, Table, load_mapping, mirror_name
+from chatsync.model.rules import ENTITIES, Entity
+
+log = logging.getLogger("chatsync.roomside")
+ENTITY_INDEX = {e.name: i for i, e in enumerate(ENTITIES)}  # the low byte of a copy's lock key
+J = sql.SQL
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str  # the room table's (and the copy's) column name
+    type: str  # the copy's type, as format_type gives it
+    as_text: bool  # the room database's own type: read as text
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One room table and its copy: columns, keys, and the per-room hash both databases compute."""
+    entity: Entity
+    source: Table  # in the room database
+    copy: Table  # in the chat database (ops schema)
+    columns: tuple[Column, ...]
+    keys: tuple[str, ...]  # key column names, room id first
+
+    @property
+    def room_col(self) -> sql.Identifier:
+        return sql.Identifier(self.keys[0])
+
+    @property
+    def signature(self) -> str:
+        """What the copy's definition depends on (its comment): a change means a new copy."""
+        text = repr((self.source.qualified, self.keys, [(c.name, c.type, c.as_text) for c in self.columns]))
+        return hashlib.md5(text.encode()).hexdigest()
+
+    def column_list(self, alias: str | None = None) -> sql.Composable:
+        return J(", ").join(sql.Identifier(alias, c.name) if alias else sql.Identifier(c.name)
+                            for c in self.columns)
+
+    def key_list(self, alias: str | None = None) -> sql.Composable:
+        return J(", ").join(sql.Identifier(alias, k) if alias else sql.Identifier(k) for k in self.keys)
+
+    def source_select(self, where: sql.Composable) -> sql.Composed:
+        """The mapped columns of the room table as the copy stores them (binary COPY needs the
+        copy's exact types)."""
+        cols = [J("{}::text").format(sql.Identifier("r", c.name)) if c.as_text else sql.Identifier("r", c.name)
+                for c in self.columns]
+        return J("SELECT {} FROM {} AS r WHERE {}").format(J(", ").join(cols), self.source.ident, where)
+
+    def row_hash(self, alias: str, source: bool) -> sql.Composed:
+        """A 64-bit hash of a row's stored values (not their text: no session setting changes
+        it), the same for a room row and its copy; xor-ed per room it is the room's fingerprint."""
+        cols = [J("{}::text").format(sql.Identifier(alias, c.name)) if c.as_text and source
+                else sql.Identifier(alias, c.name) for c in self.columns]
+        return J("hash_record_extended(ROW({}), 0)").format(J(", ").join(cols))
+
+    def source_fingerprints(self, where: sql.Composable) -> sql.Composed:
+        """(room_id, row_count, hash) per room of the room table, computed in the room database."""
+        return J("SELECT {room}::bigint, count(*)::bigint, bit_xor({h}) FROM {t} AS r WHERE {w} GROUP BY 1").format(
+            room=sql.Identifier("r", self.keys[0]), h=self.row_hash("r", source=True), t=self.source.ident, w=where)
+
+    def in_range(self, alias: str) -> sql.Composed:
+        return J("{col} >= %(room_lo)s AND {col} < %(room_hi)s").format(col=sql.Identifier(alias, self.keys[0]))
+
+
+def _entity_of(key: str) -> Entity:
+    return next(e for e in ENTITIES if e.room_table == key)
+
+
+def _catalog_columns(conn, table: Table) -> dict[str, tuple[str, bool]]:
+    """column -> (type, from pg_catalog) of a table (or view) in conn's database."""
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
+        "       t.typnamespace = 'pg_catalog'::regnamespace AND t.typtype IN ('b', 'r', 'm') "
+        "FROM pg_attribute AS a JOIN pg_type AS t ON t.oid = a.atttypid "
+        "WHERE a.attrelid = (SELECT c.oid FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "                    WHERE n.nspname = %s AND c.relname = %s) "
+        "  AND a.attnum > 0 AND NOT a.attisdropped", (table.schema, table.name)).fetchall()
+    return {name: (typ, builtin) for name, typ, builtin in rows}
+
+
+def shapes(settings: Settings, room_conn) -> list[Shape]:
+    """The shapes of both room tables, read from the room database's catalog."""
+    mapping = load_mapping(settings.mapping_path)
+    out = []
+    for key in ROOM_TABLES:
+        source = mapping[key]
+        entity = _entity_of(key)
+        catalog = _catalog_columns(room_conn, source)
+        if not catalog:
+            raise ConfigError(f"mapping {mapping.path}: table {source.qualified} ({key}) does not exist "
+                              "in the room database")
+        columns: list[Column] = []
+        for logical, real in dict.fromkeys(source.columns.items()):
+            if real not in catalog:
+                raise ConfigError(f"mapping {mapping.path}: column {source.qualified}.{real} ({key}.{logical}) "
+                                  "does not exist in the room database")
+            if real in (c.name for c in columns):
+                continue  # two logical names for one column: copied once
+            typ, builtin = catalog[real]
+            columns.append(Column(real, typ if builtin else "text", not builtin))
+        keys = tuple(source.columns[k] for k in entity.room_key)
+        copy = Table(key, settings.ops_schema, mirror_name(key), source.columns)
+        out.append(Shape(entity, source, copy, tuple(columns), keys))
+    return out
+
+
+def _create(conn, settings: Settings, shape: Shape) -> None:
+    ops = sql.Identifier(settings.ops_schema)
+    cols = J(", ").join(J("{} {}{}").format(sql.Identifier(c.name), J(c.type),
+                                            J(" NOT NULL") if c.name in shape.keys else J(""))
+                        for c in shape.columns)
+    conn.execute(J("DROP TABLE IF EXISTS {}").format(shape.copy.ident))
+    conn.execute(J("DELETE FROM {}.mirror_fingerprints WHERE entity = %s").format(ops), (shape.entity.name,))
+    conn.execute(J("CREATE TABLE {} ({}, PRIMARY KEY ({}))").format(shape.copy.ident, cols, shape.key_list()))
+    updated = shape.source.columns["updated_at"]
+    conn.execute(J("CREATE INDEX {} ON {} ({})").format(
+        sql.Identifier(f"{shape.copy.name}_updated_at_idx"), shape.copy.ident, sql.Identifier(updated)))
+    conn.execute(J("COMMENT ON TABLE {} IS {}").format(shape.copy.ident, sql.Literal(
+        f"chatsync: copy of {shape.source.qualified} from the room database; shape {shape.signature}")))
+    log.info("created %s, the copy of the room database's %s", shape.copy.qualified, shape.source.qualified)
+
+
+def ensure(settings: Settings) -> list[Shape]:
+    """The copies exist with the room tables' current shape (created, or re-created empty when the
+    mapping or the room table's types changed); returns the shapes. Idempotent."""
+    with connection(settings, side="room") as room_conn:
+        wanted = shapes(settings, room_conn)
+    with connection(settings) as conn, conn.transaction():
+        for shape in wanted:
+            comment = one(conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')",
+                                       (shape.copy.ident.as_string(conn),)))[0]
+            if not comment or not comment.endswith(shape.signature):
+                _create(conn, settings, shape)
+    return wanted
