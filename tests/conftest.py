@@ -23,6 +23,12 @@ TEST_DB_URL = psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=TEST_DB)
 REDIS_TEST_URL = os.environ.get("CHATSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_PREFIX = f"chatsync_test_{os.getpid()}:"
 AIRFLOW_HOME = Path(tempfile.gettempdir()) / f"chatsync_airflow_{os.getpid()}"
+# CHATSYNC_TEST_TOPOLOGY=two-databases: the suite's `settings` read the room side through a
+# connection of its own and chatsync's copy of it (the two-database code path), the room tables
+# staying in the test database so that every test can write them; tests/test_two_databases.py
+# runs the topology on really separate databases and servers.
+TWO_DATABASES = os.environ.get("CHATSYNC_TEST_TOPOLOGY", "one-database") == "two-databases"
+ROOM_SIDE_URL = psycopg.conninfo.make_conninfo(TEST_DB_URL, application_name="chatsync room side")
 
 
 FAULTS = REPO / "tests" / "support" / "faults"  # the fault hook (chatsync_faults) and its sitecustomize
@@ -43,8 +49,12 @@ def pytest_configure(config):
     os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
     conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": TEST_DB}
     os.environ["AIRFLOW_CONN_CHATSYNC_DB"] = json.dumps(conn)
+    if TWO_DATABASES:
+        os.environ["AIRFLOW_CONN_CHATSYNC_ROOM_DB"] = json.dumps(
+            {**conn, "extra": {"application_name": "chatsync room side"}})
     for name in list(os.environ):
-        if name.startswith("CHATSYNC_") and name not in ("CHATSYNC_TEST_ADMIN_URL", "CHATSYNC_TEST_REDIS_URL"):
+        if name.startswith("CHATSYNC_") and name not in ("CHATSYNC_TEST_ADMIN_URL", "CHATSYNC_TEST_REDIS_URL",
+                                                         "CHATSYNC_TEST_TOPOLOGY"):
             del os.environ[name]  # the developer's own settings must not leak into tests
     # reports and published Data Docs go to the session's own folder, not the checkout's reports/
     os.environ["CHATSYNC_REPORTS_DIR"] = str(AIRFLOW_HOME / "reports")
@@ -72,7 +82,8 @@ def settings(database_url, tmp_path_factory):
     gx_dir = tmp_path_factory.mktemp("gx") / "great_expectations"
     shutil.copytree(REPO / "chatsync" / "validation" / "great_expectations", gx_dir,
                     ignore=shutil.ignore_patterns("uncommitted", "validation_results", "data_docs"))
-    s = Settings.from_env(database_url=database_url, gx_dir=str(gx_dir))
+    s = Settings.from_env(database_url=database_url, gx_dir=str(gx_dir),
+                          room_database_url=ROOM_SIDE_URL if TWO_DATABASES else None)
     migrate(s, reference_schema=True)
     return s
 

@@ -237,14 +237,18 @@ def restricted(settings):
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = make_conninfo(settings.database_url, dbname=name)
-    admin_settings = replace(settings, database_url=url)
+    # (two-database runs of the suite: the room side read through its own connection, here too)
+    admin_settings = replace(settings, database_url=url, room_database_url=make_conninfo(
+        url, application_name="chatsync room side") if settings.two_databases else None)
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute(read_sql("reference_schema_room"))
         admin.execute(read_sql("reference_schema_chat"))
         admin.execute("CREATE SCHEMA secret; CREATE TABLE secret.payroll (who text, amount int); "
                       "INSERT INTO secret.payroll VALUES ('ceo', 1)")
     applied = grants.apply(admin_settings, role)
-    as_role = replace(admin_settings, database_url=make_conninfo(url, user=role), repair_max_fraction=1.0)
+    as_role = replace(admin_settings, database_url=make_conninfo(url, user=role), repair_max_fraction=1.0,
+                      room_database_url=make_conninfo(admin_settings.room_database_url, user=role)
+                      if admin_settings.room_database_url else None)
     try:
         yield admin_settings, as_role, role, applied
     finally:

@@ -334,3 +334,58 @@ def test_two_servers_and_the_room_server_lost_mid_stream(two_databases, room_ser
     with psycopg.connect(s.database_url) as conn:
         assert conn.execute("SELECT count(*) FROM chatsync.inconsistencies WHERE status = 'open'").fetchone()[0] == 0
     migrate(two_databases)  # the copies shaped after the session's room database again
+
+
+# -- the event worker, the cache and the DAGs across two databases ----------------------------------
+
+@pytest.fixture
+def two_db_redis(two_db, redis_settings):
+    """The two-database settings with the test session's Redis prefix and a stream of their own."""
+    return replace(two_db, redis_url=redis_settings.redis_url, redis_prefix=redis_settings.redis_prefix + "two:",
+                   events_stream=redis_settings.redis_prefix + "two:events", retry_base_seconds=0.05)
+
+
+def test_the_worker_reads_the_truth_of_each_event_in_the_room_database(two_db_redis):
+    import redis
+
+    from chatsync.events import cache
+    from chatsync.events.worker import Worker
+    from chatsync_devtools.room_service import emit
+
+    s = two_db_redis
+    simulate(s, rooms=25, members=8, drift=0.0, seed=4)
+    cache.resync(s)
+    client = redis.Redis.from_url(s.redis_url)
+    try:
+        emit(s, client, 200, seed=6)  # room-side changes in the room database, then their events
+        assert differences(s)["participants"] + differences(s)["rooms"] > 0
+        Worker(s, "w-two", block_ms=100).run(until_idle=True, max_seconds=90)
+        assert differences(s) == {"rooms": 0, "participants": 0}
+        assert cache.verify(s).total == 0
+        with psycopg.connect(s.database_url) as conn:
+            assert conn.execute("SELECT count(*) FROM chatsync.sync_log").fetchone()[0] == 200
+    finally:
+        client.close()
+
+
+def test_the_hourly_dag_in_its_mapped_shards_across_two_databases(two_db, dagbag, monkeypatch):
+    import json
+
+    s = two_db
+    report = simulate(s, rooms=100, members=50, drift=0.005, seed=21)
+    for name, url in (("AIRFLOW_CONN_CHATSYNC_DB", s.database_url), ("AIRFLOW_CONN_CHATSYNC_ROOM_DB", s.room_url())):
+        d = psycopg.conninfo.conninfo_to_dict(url)
+        monkeypatch.setenv(name, json.dumps({"conn_type": "postgres", "host": d["host"], "port": int(d["port"]),
+                                             "login": d["user"], "schema": d["dbname"]}))
+    monkeypatch.setenv("CHATSYNC_GX_DIR", s.gx_dir)
+    monkeypatch.setenv("CHATSYNC_DETECT_SHARD_ROWS", "2000")  # ~5,100 rows: three mapped detect parts
+    dag_run = dagbag.get_dag("chat_consistency_hourly").test(run_conf={"scope": "full"})
+    assert dag_run.state == "success"
+    parts = [ti for ti in dag_run.get_task_instances() if ti.task_id == "detect_part"]
+    assert len(parts) == 3 and {ti.state for ti in parts} == {"success"}
+    assert differences(s) == {"rooms": 0, "participants": 0}
+    with psycopg.connect(s.database_url) as conn:
+        status, counts, validation = conn.execute(
+            "SELECT status, counts, validation FROM chatsync.runs WHERE kind = 'check' ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+    assert status == "validated" and counts == report.injected and validation["passed"] is True

@@ -78,7 +78,8 @@ def _fill_scope_keys(conn, settings: Settings, es: EntitySQL, scope: Scope, sinc
         conn.execute(sql_file(
             settings, "scope_changed_keys", **es.common(settings.ops_schema),
             room_key=_key_select(es, "room"), chat_key=_key_select(es, "chat"),
-            room_updated=es.rc("updated_at"), chat_updated=es.cc("updated_at")),
+            room_changed=J("FALSE") if settings.two_databases else J("{} >= %(since)s").format(es.rc("updated_at")),
+            chat_updated=es.cc("updated_at")),
             {"since": since, "kinds": list(e.kinds)})
     else:  # keys: participant keys for participants, room ids for rooms
         rows = scope.participants if e.has_user else [(r, None) for r in scope.rooms]

@@ -24,6 +24,7 @@ from chatsync.model.mapping import ROOM_TABLES, Table, load_mapping, mirror_name
 from chatsync.model.rules import ENTITIES, Entity
 
 log = logging.getLogger("chatsync.roomside")
+COPY_FORMAT = 2  # of the copies' definition (2: unlogged): a new format re-creates them
 ENTITY_INDEX = {e.name: i for i, e in enumerate(ENTITIES)}  # the low byte of a copy's lock key
 J = sql.SQL
 
@@ -51,7 +52,8 @@ class Shape:
     @property
     def signature(self) -> str:
         """What the copy's definition depends on (its comment): a change means a new copy."""
-        text = repr((self.source.qualified, self.keys, [(c.name, c.type, c.as_text) for c in self.columns]))
+        text = repr((COPY_FORMAT, self.source.qualified, self.keys,
+                     [(c.name, c.type, c.as_text) for c in self.columns]))
         return hashlib.md5(text.encode()).hexdigest()
 
     def column_list(self, alias: str | None = None) -> sql.Composable:
@@ -131,9 +133,11 @@ def _create(conn, settings: Settings, shape: Shape) -> None:
     cols = J(", ").join(J("{} {}{}").format(sql.Identifier(c.name), J(c.type),
                                             J(" NOT NULL") if c.name in shape.keys else J(""))
                         for c in shape.columns)
-    conn.execute(J("DROP TABLE IF EXISTS {}").format(shape.copy.ident))
+    # CASCADE: the validation's views over it (re-created at its next run) and its fingerprint triggers
+    conn.execute(J("DROP TABLE IF EXISTS {} CASCADE").format(shape.copy.ident))
     conn.execute(J("DELETE FROM {}.mirror_fingerprints WHERE entity = %s").format(ops), (shape.entity.name,))
-    conn.execute(J("CREATE TABLE {} ({}, PRIMARY KEY ({}))").format(shape.copy.ident, cols, shape.key_list()))
+    # unlogged: a copy the next pass rebuilds, should a crash empty it (with its fingerprints)
+    conn.execute(J("CREATE UNLOGGED TABLE {} ({}, PRIMARY KEY ({}))").format(shape.copy.ident, cols, shape.key_list()))
     updated = shape.source.columns["updated_at"]
     conn.execute(J("CREATE INDEX {} ON {} ({})").format(
         sql.Identifier(f"{shape.copy.name}_updated_at_idx"), shape.copy.ident, sql.Identifier(updated)))

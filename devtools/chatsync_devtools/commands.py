@@ -54,6 +54,12 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
                    help="where the JSON result and the event bench's worker logs go (default benchmarks/results)")
     p.add_argument("--suite", choices=("consistency", "events"), default="consistency",
                    help="consistency: detect/repair (default); events: worker delay, drain, cache resync")
+    p.add_argument("--topology", choices=("one-database", "two-databases"), default="one-database",
+                   help="two-databases: chatsync with the room side in a database of its own against its "
+                        "same-database detect and reladiff's hashdiff (run by uvx)")
+    p.add_argument("--skip-reladiff", action="store_true", help="two-databases: leave out reladiff")
+    p.add_argument("--reladiff-timeout", type=positive_number, default=900.0,
+                   help="two-databases: seconds after which a reladiff run is stopped and reported skipped")
     p.add_argument("--events", type=positive_int, default=100_000, help="events suite: events per phase")
     p.add_argument("--rate", type=positive_number, default=2000.0,
                    help="events suite: steady publish rate per second")
@@ -82,6 +88,13 @@ def cmd_bench(args) -> tuple[int, dict]:
         return EXIT_OK, run_events_bench(settings_for_cli(), participants=args.participants,
                                          events=args.events, rate=args.rate, seed=args.seed,
                                          results_dir=args.results_dir)
+    if args.topology == "two-databases":
+        from chatsync_devtools.bench.topology import run_topology_bench
+
+        return EXIT_OK, run_topology_bench(settings_for_cli(), participants=args.participants, drift=args.drift,
+                                           seed=args.seed, repeat=args.repeat, members=args.members,
+                                           drift_rooms=args.drift_rooms, skip_reladiff=args.skip_reladiff,
+                                           reladiff_timeout=args.reladiff_timeout, results_dir=args.results_dir)
     return EXIT_OK, run_bench(settings_for_cli(), participants=args.participants, drift=args.drift,
                               seed=args.seed, skip_pandas=args.skip_pandas, repeat=args.repeat, members=args.members,
                               drift_rooms=args.drift_rooms, maintained_fingerprints=args.fingerprints,
@@ -91,6 +104,8 @@ def cmd_bench(args) -> tuple[int, dict]:
 def print_bench(summary: dict) -> None:
     if "steady" in summary:
         from chatsync_devtools.bench.events import format_table
+    elif summary.get("topology") == "two-databases":
+        from chatsync_devtools.bench.topology import format_table
     else:
         from chatsync_devtools.bench.consistency import format_table
 

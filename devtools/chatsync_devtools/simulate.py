@@ -485,9 +485,10 @@ def _fill_room_copy(conn, settings: Settings, staged: Mapping) -> None:
         conn.execute(J("DELETE FROM {}.mirror_fingerprints WHERE entity = %s").format(
             sql.Identifier(settings.ops_schema)), (shape.entity.name,))
         conn.execute(J("INSERT INTO {}.mirror_fingerprints (entity, room_id, row_count, hash) "
-                       "SELECT %s, {}, count(*), bit_xor({}) FROM {} AS m GROUP BY 1").format(
-            sql.Identifier(settings.ops_schema), sql.Identifier("m", shape.keys[0]), shape.row_hash("m", False),
-            shape.copy.ident), (shape.entity.name,))
+                       "SELECT %s, {room}, count(*), bit_xor({}) FROM {} AS m GROUP BY {room}").format(
+            sql.Identifier(settings.ops_schema), shape.row_hash("m", False), shape.copy.ident,
+            room=sql.Identifier("m", shape.keys[0])), (shape.entity.name,))
+        conn.execute(J("ANALYZE {}").format(shape.copy.ident))
 
 
 def _inject_drift(conn, run, *, rooms: int, participants: int, drift: float, status_values: list[str],

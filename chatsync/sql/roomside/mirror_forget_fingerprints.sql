@@ -1,4 +1,4 @@
 -- Forget the copy's fingerprints of the rooms of a refreshed part (mirror_record_fingerprints
 -- writes them again from the copy).
 DELETE FROM {ops}.mirror_fingerprints
-WHERE entity = %(entity)s AND room_id IN (SELECT room_id FROM pg_temp.chatsync_mirror_rooms)
+WHERE entity = %(entity)s AND room_id = {rooms}

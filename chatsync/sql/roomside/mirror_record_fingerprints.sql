@@ -4,5 +4,5 @@
 INSERT INTO {ops}.mirror_fingerprints (entity, room_id, row_count, hash)
 SELECT %(entity)s, m.{room_col}, count(*), bit_xor({row_hash})
 FROM {mirror} AS m
-WHERE m.{room_col} IN (SELECT room_id FROM pg_temp.chatsync_mirror_rooms)
+WHERE m.{room_col} = {rooms}
 GROUP BY m.{room_col}
