@@ -13,8 +13,15 @@ demo: $(STAMP)
 	$(VENV)/bin/chatsync demo
 
 # The tests, after the linters: ruff (style, imports, likely bugs) and mypy (types of chatsync/).
+# Then the engine, DAG and fault suites again, the room side read through its own connection and
+# chatsync's copy of it (docs/testing.md); tests/test_two_databases.py has really separate ones.
+TWO_DATABASE_SUITES := tests/test_detect_repair.py tests/test_scale.py tests/test_events.py tests/test_dags.py \
+	tests/test_major.py tests/test_deploy.py tests/test_maintenance.py tests/test_freeze.py \
+	tests/test_validation_pipeline.py tests/test_faults.py tests/test_run_lifecycle.py \
+	tests/test_redis_recovery.py tests/test_stream_loss.py tests/test_security.py tests/test_cli.py tests/test_web.py
 test: lint chromium
 	$(VENV)/bin/pytest
+	CHATSYNC_TEST_TOPOLOGY=two-databases $(VENV)/bin/pytest $(TWO_DATABASE_SUITES)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check chatsync devtools dags tests

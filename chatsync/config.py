@@ -96,9 +96,6 @@ class Settings:
     # wal_compression): at 1M participants, 73 MB of WAL became 37 MB and the repair ~9 % faster
     # (docs/benchmarks.md). "default" leaves the server's setting.
     repair_wal_compression: str = "lz4"
-    # Two databases: a pass streams the rooms whose copy differs from the room database; above this
-    # fraction of a part's rooms it streams the part whole, in room-id ranges on parallel connections.
-    mirror_max_room_fraction: float = 0.5
     # Incremental scope re-reads this much before the last watermark (commit lag, clock skew).
     incremental_overlap_seconds: int = 120
 
@@ -190,8 +187,6 @@ class Settings:
                 raise bad(name, "must not be negative")
         if not 0 < self.fingerprint_max_room_fraction <= 1:
             raise bad("fingerprint_max_room_fraction", "must be a fraction in (0, 1]")
-        if not 0 <= self.mirror_max_room_fraction <= 1:
-            raise bad("mirror_max_room_fraction", "must be a fraction in [0, 1]")
         if not 0 <= self.fingerprint_max_changed_fraction <= 1:
             raise bad("fingerprint_max_changed_fraction", "must be a fraction in [0, 1]")
         if not 0 <= self.error_rate <= 1:

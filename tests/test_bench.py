@@ -73,6 +73,29 @@ def test_bench_with_maintained_fingerprints_measures_the_fold_and_the_triggers_c
     assert overhead["ms_per_statement_without_triggers"] > 0
 
 
+def test_two_database_bench_agrees_with_reladiff_and_postgres_fdw_and_cleans_up(settings):
+    """Every approach of `--topology two-databases` finds the same differing participants: chatsync
+    in one database, across two (first pass, copy current, maintained fingerprints), over
+    postgres_fdw, and reladiff (run by uvx from its own environment)."""
+    code, out, err = run(settings, "bench", "--topology", "two-databases", "--participants", "3000",
+                         "--drift", "0.02", "--repeat", "1", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    steps = result["steps"]
+    keys = {name: steps[name]["keys"] for name in ("same_db", "two_cold", "two_warm", "two_fingerprints", "fdw",
+                                                   "reladiff")}
+    assert len(set(keys.values())) == 1 and keys["same_db"] > 0, keys
+    # room-side changes: the same answers in both topologies, and only those rooms travel
+    assert steps["two_changed"]["keys"] == steps["same_db_changed"]["keys"] > keys["same_db"]
+    assert steps["two_warm"]["bytes"] < steps["two_changed"]["bytes"] < steps["two_cold"]["bytes"]
+    assert steps["same_db"]["bytes"] == 0
+    assert steps["reladiff"]["options"].startswith("-k room_id -k user_id")
+    assert set(result["targets"].values()) <= {"PASS", "MISS"}
+    with psycopg.connect(settings.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = ANY(%s)",
+                            (result["scratch_databases"],)).fetchone()[0] == 0
+
+
 def test_events_bench_runs_every_phase_and_cleans_up(redis_settings):
     import redis
 

@@ -239,6 +239,8 @@ def _sync_shape(settings: Settings, shape: Shape, lo: int, hi: int) -> Moved:
         conn.execute("ANALYZE pg_temp.chatsync_room_fingerprints")
         differing = conn.execute(sql_file(settings, "mirror_compare_fingerprints",
                                           ops=sql.Identifier(settings.ops_schema)), params).fetchall()
+        copy_is_empty = not one(conn.execute(J("SELECT EXISTS (SELECT 1 FROM {} AS m WHERE {})").format(
+            shape.copy.ident, shape.in_range("m")), params))[0]
         counts = [] if not differing else conn.execute(
             "SELECT room_id, row_count FROM pg_temp.chatsync_room_fingerprints ORDER BY 1").fetchall()
     moved.parts["fingerprints"] = time.perf_counter() - t0
@@ -247,9 +249,9 @@ def _sync_shape(settings: Settings, shape: Shape, lo: int, hi: int) -> Moved:
         return moved
     t1 = time.perf_counter()
     share = len(differing) / max(moved.rooms_compared, 1)
-    if share > settings.mirror_max_room_fraction:
-        # most rooms differ (the first pass, an emptied copy): stream the part whole, by ranges of
-        # equal rows on parallel connections, each its own transaction
+    if copy_is_empty:
+        # a first pass (or a copy a crash emptied): the part goes straight into the copy, by
+        # ranges of equal rows on parallel connections, each its own transaction
         workers = settings.parallel_workers() if sum(n for _, n in counts) >= settings.detect_parallel_min_rows else 1
         ranges = _range_cuts(counts, lo, hi, workers)
         lock = threading.Lock()
@@ -268,6 +270,8 @@ def _sync_shape(settings: Settings, shape: Shape, lo: int, hi: int) -> Moved:
             conn.execute(J("ANALYZE {}").format(shape.copy.ident))
         how = f"whole, in {len(ranges)} ranges"
     else:
+        # merging the differing rooms beats streaming the part again at any share measured (5 % to
+        # 50 % of the rooms at 1M rows: 1.6-8.6 s against 7.7-11.8 s), and writes only what changed
         rooms = [r for r, _ in differing]
         _copy_rooms(settings, shape, rooms, moved)
         how = f"{len(rooms)} rooms"

@@ -71,7 +71,7 @@ from reladiff.__main__ import main
 start = read_bytes()  # after the imports: what follows is mostly the databases' replies
 def report():
     status = dict(l.split(':', 1) for l in open('/proc/self/status') if ':' in l)
-    sys.stderr.write('CHATSYNC_BENCH ' + json.dumps({'peak_rss_mb': int(status['VmHWM'].split()[0]) / 1024,
+    sys.stderr.write('RELADIFF_STATS ' + json.dumps({'peak_rss_mb': int(status['VmHWM'].split()[0]) / 1024,
                                                      'rchar': read_bytes() - start}) + '\\n')
 atexit.register(report)
 sys.argv = ['reladiff'] + sys.argv[1:]
@@ -321,7 +321,7 @@ def _reladiff(room_url: str, chat_url: str, threads: int, timeout: float, repeat
                 _sign, values = json.loads(line)
                 keys.add(tuple(values[:2]))
         stats: dict = next((json.loads(line.split(" ", 1)[1]) for line in done.stderr.splitlines()
-                      if line.startswith("CHATSYNC_BENCH ")), {})
+                      if line.startswith("RELADIFF_STATS ")), {})
         runs.append({"seconds": seconds, "keys": len(keys), "peak_rss_mb": stats.get("peak_rss_mb"),
                      "bytes": stats.get("rchar")})
     return {"seconds": _median([float(r["seconds"] or 0) for r in runs]), "seconds_each": [r["seconds"] for r in runs],
@@ -384,7 +384,7 @@ def run_topology_bench(settings: Settings, participants: int, drift: float, seed
                 drop_database(server_url, name)
     out = {"topology": "two-databases", "participants": report.participants, "rooms": report.rooms,
            "drift": drift, "drift_rooms": drift_rooms, "seed": seed, "repeat": repeat, "postgres": server,
-           "changed_rooms": changed, "injected": report.injected,
+           "changed_rooms": changed, "injected": report.injected, "scratch_databases": names,
            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "steps": steps, "total_seconds": round(time.perf_counter() - started, 1)}
     out["ratios"] = _ratios(steps)
