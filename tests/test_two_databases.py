@@ -154,6 +154,23 @@ def test_only_the_rooms_that_differ_travel(two_db):
                             ).fetchone()[0] == 300
 
 
+def check_paused_at(point: str, seconds: float, monkeypatch, tmp_path, settings, **options):
+    """A full pass in a thread, stopped `seconds` at the fault point `point`: returns the thread
+    and its summary-to-be once the pass is there."""
+    import chatsync_faults
+
+    marker = tmp_path / "paused"
+    monkeypatch.setenv("CHATSYNC_FAULT_PAUSE_AT", point)
+    monkeypatch.setenv("CHATSYNC_FAULT_PAUSE_SECONDS", str(seconds))
+    monkeypatch.setenv("CHATSYNC_FAULT_MARKER", str(marker))
+    chatsync_faults.rearm(point)
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(check(settings, Scope("full"), **options)))
+    worker.start()
+    wait_until(marker.exists, 60, f"the pass at {point}")
+    return worker, result
+
+
 def _copied_role(settings, room: int, user: int) -> str:
     return psycopg.connect(settings.database_url).execute(
         "SELECT role FROM chatsync.mirror_room_participants WHERE room_id = %s AND user_id = %s",
@@ -161,8 +178,6 @@ def _copied_role(settings, room: int, user: int) -> str:
 
 
 def test_a_room_row_changed_while_it_streams_is_caught_by_the_next_pass(two_db, monkeypatch, tmp_path):
-    import chatsync_faults
-
     s = replace(two_db, repair_max_fraction=1.0)
     simulate(s, rooms=50, members=10, drift=0.0, seed=5)
     check(s, Scope("full"), do_repair=True, do_validate=False)  # the copy is taken
@@ -170,15 +185,7 @@ def test_a_room_row_changed_while_it_streams_is_caught_by_the_next_pass(two_db, 
         "SELECT room_id, user_id FROM room.room_participants WHERE role = 'MEMBER' ORDER BY 1, 2 LIMIT 1").fetchone()
     on_room_side(s, "UPDATE room.room_participants SET role = 'SPEAKER', updated_at = now() "
                     "WHERE room_id = %s AND user_id = %s", (room, user))
-    marker = tmp_path / "paused"
-    monkeypatch.setenv("CHATSYNC_FAULT_PAUSE_AT", "room_copy:rows")
-    monkeypatch.setenv("CHATSYNC_FAULT_PAUSE_SECONDS", "3")
-    monkeypatch.setenv("CHATSYNC_FAULT_MARKER", str(marker))
-    chatsync_faults.rearm("room_copy:rows")
-    result: dict = {}
-    worker = threading.Thread(target=lambda: result.update(check(s, Scope("full"), do_validate=False)))
-    worker.start()
-    wait_until(marker.exists, 60, "the room's rows streaming from the room database")
+    worker, result = check_paused_at("room_copy:rows", 3, monkeypatch, tmp_path, s, do_validate=False)
     # the stream's snapshot is taken (SPEAKER): the room side changes the row again meanwhile
     on_room_side(s, "UPDATE room.room_participants SET role = 'MODERATOR', updated_at = now() "
                     "WHERE room_id = %s AND user_id = %s", (room, user))
@@ -236,6 +243,10 @@ def test_a_room_role_that_can_only_select_is_enough(two_db):
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
         for statement in grants.room_statements(two_db, role, admin.info.dbname):
             admin.execute(statement)
+    text = grants.as_text(two_db, role)  # `chatsync grants ROLE`: both databases' parts
+    chat_part, room_part = text.split("-- in the room database")
+    assert '"room"."rooms"' not in chat_part and '"chat"."chat_participants"' in chat_part
+    assert 'GRANT SELECT ON "room"."room_participants"' in room_part and "INSERT" not in room_part
     try:
         reader = replace(two_db, repair_max_fraction=1.0,
                          room_database_url=psycopg.conninfo.make_conninfo(two_db.room_url(), user=role))
@@ -298,23 +309,13 @@ def room_server():
 
 
 def test_two_servers_and_the_room_server_lost_mid_stream(two_databases, room_server, monkeypatch, tmp_path, caplog):
-    import chatsync_faults
-
     from chatsync.db.migrations import migrate
 
     s = replace(two_databases, room_database_url=room_server.url, repair_max_fraction=1.0, retry_base_seconds=0.2)
     migrate(s, reference_schema=True)  # the room tables on the second server, the copies re-shaped
     empty_tables(s)
     report = simulate(s, rooms=80, members=12, drift=0.03, seed=9)
-    marker = tmp_path / "paused"
-    monkeypatch.setenv("CHATSYNC_FAULT_PAUSE_AT", "room_copy:stream")
-    monkeypatch.setenv("CHATSYNC_FAULT_PAUSE_SECONDS", "2")
-    monkeypatch.setenv("CHATSYNC_FAULT_MARKER", str(marker))
-    chatsync_faults.rearm("room_copy:stream")
-    result: dict = {}
-    worker = threading.Thread(target=lambda: result.update(check(s, Scope("full"), do_repair=True)))
-    worker.start()
-    wait_until(marker.exists, 60, "the first rows streamed from the room server")
+    worker, result = check_paused_at("room_copy:stream", 2, monkeypatch, tmp_path, s, do_repair=True)
     room_server.ctl("restart", "-m", "immediate")  # the room server dies mid-stream and comes back
     worker.join(180)
     monkeypatch.delenv("CHATSYNC_FAULT_PAUSE_AT")

@@ -6,19 +6,20 @@ nothing when the room side shares the chat side's database:
 - ``sync`` (full and range scopes, the validation): per-room fingerprints are computed inside the
   room database (one aggregate, parallel there) and streamed over; the chat database compares them
   with the copy's own (``mirror_fingerprints``) and only the rooms that differ are streamed again.
-  When most rooms of a part differ (the first pass, an emptied copy) the part is streamed whole,
-  in room-id ranges on parallel connections. Bytes moved follow the rooms that changed on the room
-  side since the copy was taken, not the table, nor the drift on the chat side;
+  A part the copy holds nothing of (the first pass, a copy a crash emptied) is streamed whole,
+  straight into the copy, in room-id ranges on parallel connections. Bytes moved follow the rooms
+  that changed on the room side since the copy was taken, not the table, nor the chat side's drift;
 - ``refresh_rooms`` (the rooms scope): the named rooms, whole;
 - ``refresh_scope_keys`` (the keys and incremental scopes, the repair): the keys of
   ``pg_temp.chatsync_scope_keys``, in the caller's transaction; ``add_changed_room_keys`` first
   adds the keys changed on the room side since a watermark, read there.
 
-Every refresh stages the rows in a temporary table and merges them into the copy in one
-transaction with the rooms' new fingerprints, under a lock per table: a refresh that fails (the
-room database lost mid-stream) leaves the copy as it was, and the copy and its fingerprints always
-agree. A room row that changes on the room side while it is streamed is copied as one snapshot
-saw it; its fingerprint then differs from the room database's and the next pass streams it again.
+Every refresh changes the copy in one transaction with the rooms' new fingerprints, under a lock
+per table (the rows staged in a temporary table and merged, writing only those that changed; a
+first pass's loads straight into the copy): a refresh that fails (the room database lost
+mid-stream) leaves the copy as it was, and the copy and its fingerprints always agree. A room row
+that changes on the room side while it is streamed is copied as one snapshot saw it; its
+fingerprint then differs from the room database's and the next pass streams it again.
 """
 
 from __future__ import annotations

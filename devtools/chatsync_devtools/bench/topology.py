@@ -447,18 +447,18 @@ def format_table(out: dict) -> str:
     lines = [f"chatsync bench --topology two-databases (keys: differing participants): {out['participants']:,} "
              f"participants, {out['rooms']:,} rooms, "
              f"drift {out['drift']} ({layout}), PostgreSQL {out['postgres']}, median of {out['repeat']}",
-             f"{'step':42} {'seconds':>9} {'keys':>8} {'MB moved':>9} {'peak RSS MB':>12}"]
+             f"{'step':52} {'seconds':>9} {'keys':>8} {'MB moved':>9} {'peak RSS MB':>12}"]
     for key, label in LABELS.items():
         s = out["steps"].get(key)
         if not s:
             continue
         if "skipped" in s:
-            lines.append(f"{label:42} skipped: {s['skipped']}")
+            lines.append(f"{label:52} skipped: {s['skipped']}")
             continue
         moved = f"{s['bytes'] / 1e6:9.2f}" if s.get("bytes") is not None else f"{'':9}"
         keys = f"{s['keys']:>8,}" if s.get("keys") is not None else f"{'':8}"
         rss = f"{s['peak_rss_mb']:12.1f}" if s.get("peak_rss_mb") is not None else ""
-        lines.append(f"{label.format(changed=out['changed_rooms']):42} {s['seconds']:9.3f} {keys} {moved} {rss}")
+        lines.append(f"{label.format(changed=out['changed_rooms']):52} {s['seconds']:9.3f} {keys} {moved} {rss}")
     if (fdw := out["steps"].get("fdw")) and "skipped" not in fdw:
         lines.append(f"transport, the room participants into the chat database: postgres_fdw {fdw['rows_fdw']:.3f}s, "
                      f"binary COPY stream {fdw['rows_copy']:.3f}s; their per-room fingerprints: postgres_fdw "
