@@ -292,8 +292,11 @@ def sync(settings: Settings, room_range: tuple[int, int] | None = None) -> Moved
     t0 = time.perf_counter()
     lo, hi = room_range or (ROOM_KEY_MIN, ROOM_KEY_MAX)
     total = Moved()
-    for shape in shapes(settings):
-        part = _sync_shape(settings, shape, lo, hi)
+    # the tables side by side: each its own connections, transactions and lock
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="room-sync") as pool:
+        parts = [f.result() for f in [pool.submit(_sync_shape, settings, shape, lo, hi)
+                                      for shape in shapes(settings)]]
+    for part in parts:
         total.add(part)
         for name, seconds in part.parts.items():
             total.parts[name] = total.parts.get(name, 0.0) + seconds
