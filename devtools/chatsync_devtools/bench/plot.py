@@ -27,8 +27,8 @@ def load(paths: list[Path]) -> dict[str, list[dict]]:
     newest: dict[tuple[str, int], dict] = {}
     for path in paths:
         result = json.loads(path.read_text())
-        if "steps" not in result or "floor" not in result["steps"]:
-            continue  # the events suite
+        if "steps" not in result or "floor" not in result["steps"] or result.get("topology"):
+            continue  # the events suite, the two-database bench
         key = (_layout(result), result["participants"])
         if key not in newest or result["measured_at"] > newest[key]["measured_at"]:
             newest[key] = result
