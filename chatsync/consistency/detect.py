@@ -25,7 +25,7 @@ from psycopg import sql
 
 from chatsync.config import Settings
 from chatsync.consistency import fingerprint_diff, fingerprints
-from chatsync.consistency.scope import Scope
+from chatsync.consistency.scope import Scope, empty_scope_keys
 from chatsync.db import runs
 from chatsync.db.connection import connection, one
 from chatsync.db.retry import with_retry
@@ -60,18 +60,10 @@ class DetectResult:
                 "since": self.since.isoformat() if self.since else None}
 
 
-def _empty_scope_keys(conn) -> None:
-    """An empty pg_temp.chatsync_scope_keys in conn's transaction: the keys a key-set statement
-    reads (filled, then analysed, by its caller)."""
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_scope_keys "
-                 "(room_id bigint NOT NULL, user_id bigint) ON COMMIT DROP")
-    conn.execute("TRUNCATE pg_temp.chatsync_scope_keys")
-
-
 def _fill_scope_keys(conn, settings: Settings, es: EntitySQL, scope: Scope, since) -> None:
     """(Re)fill pg_temp.chatsync_scope_keys with this entity's keys for a key-set scope (and, with
     the room side in a database of its own, bring those keys' rows of its copy up to date)."""
-    _empty_scope_keys(conn)
+    empty_scope_keys(conn)
     e = es.entity
     if scope.kind == "incremental":
         room_copy.add_changed_room_keys(conn, settings, e.name, since)  # read in the room database
@@ -461,7 +453,7 @@ def _diff_keys_in_range(conn, settings: Settings, es: EntitySQL, run_id: int,
                         room_range: tuple[int, int]) -> fingerprint_diff.KeyedDiff:
     """fingerprints.diff_keys for the rooms of room_range on conn, then a row diff of the rooms
     it leaves unexplained."""
-    _empty_scope_keys(conn)
+    empty_scope_keys(conn)
     with _planner(conn, "keys"):
         done = fingerprint_diff.diff_keys(conn, settings, es, run_id, room_range)
     if done.unexplained:

@@ -24,11 +24,13 @@ from datetime import datetime
 from psycopg import sql
 
 from chatsync.config import Settings
+from chatsync.consistency.scope import empty_scope_keys
 from chatsync.db import locks, runs
 from chatsync.db.connection import connection, one
 from chatsync.db.retry import with_retry
 from chatsync.db.statements import sql_file, unsettled_runs
 from chatsync.errors import ConfigError
+from chatsync.model.rules import ENTITIES
 from chatsync.model.sqlgen import EntitySQL, entity_sql
 from chatsync.roomside import refresh as room_copy
 
@@ -155,6 +157,18 @@ def _repair_batch(settings: Settings, statements: dict, run_id: int, lo: int, hi
     return counts, skipped
 
 
+def _refresh_room_rows_of_findings(settings: Settings, run_id: int) -> None:
+    """The room rows the run's open findings name, read again in the room database into its copy
+    (two databases): a repair writes the room side's values of the moment, as in one database."""
+    with connection(settings, application_name="chatsync room keys") as conn, conn.transaction():
+        for entity in ENTITIES:
+            empty_scope_keys(conn)
+            conn.execute(J("INSERT INTO pg_temp.chatsync_scope_keys SELECT DISTINCT room_id, user_id "
+                           "FROM {}.inconsistencies WHERE run_id = %s AND status = 'open' AND kind = ANY(%s)").format(
+                sql.Identifier(settings.ops_schema)), (run_id, list(entity.kinds)))
+            room_copy.refresh_scope_keys(conn, settings, entity.name)
+
+
 def repair(settings: Settings, run_id: int) -> RepairResult:
     """Repair every open finding of the run, batch by batch. Rerunning resumes where it stopped.
 
@@ -182,8 +196,9 @@ def repair(settings: Settings, run_id: int) -> RepairResult:
     try:
         on_control(lambda c: runs.update(c, ops, run_id, status="repairing"), "mark it repairing")
         # the room side's values of now, as a repair reads them when both sides share a database
-        with_retry(lambda: room_copy.refresh_findings(settings, run_id), settings,
-                   f"repair run {run_id}: the room rows of its findings")
+        if settings.two_databases:
+            with_retry(lambda: _refresh_room_rows_of_findings(settings, run_id), settings,
+                       f"repair run {run_id}: the room rows of its findings")
         batches = on_control(lambda c: _batches(c, settings, run_id), "plan the batches")
         compression = on_control(lambda c: wal_compression(c, settings), "WAL compression")
         sys.audit("chatsync.step", "repair:before_batches")

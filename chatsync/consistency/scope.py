@@ -36,3 +36,11 @@ class Scope:
         if self.room_range:
             out["room_range"] = list(self.room_range)
         return out
+
+
+def empty_scope_keys(conn) -> None:
+    """An empty pg_temp.chatsync_scope_keys in conn's transaction: the keys a key-set statement
+    reads (filled, then analysed, by its caller)."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_scope_keys "
+                 "(room_id bigint NOT NULL, user_id bigint) ON COMMIT DROP")
+    conn.execute("TRUNCATE pg_temp.chatsync_scope_keys")

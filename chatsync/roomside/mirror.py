@@ -90,15 +90,15 @@ def _entity_of(key: str) -> Entity:
     return next(e for e in ENTITIES if e.room_table == key)
 
 
-def _catalog_columns(conn, table: Table) -> dict[str, tuple[str, bool]]:
-    """column -> (type, from pg_catalog) of a table (or view) in conn's database."""
+def catalog_columns(conn, table: Table) -> dict[str, tuple[str, bool]]:
+    """column -> (type, from pg_catalog) of a table (or view) in conn's database, in column order."""
     rows = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
         "       t.typnamespace = 'pg_catalog'::regnamespace AND t.typtype IN ('b', 'r', 'm') "
         "FROM pg_attribute AS a JOIN pg_type AS t ON t.oid = a.atttypid "
         "WHERE a.attrelid = (SELECT c.oid FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
         "                    WHERE n.nspname = %s AND c.relname = %s) "
-        "  AND a.attnum > 0 AND NOT a.attisdropped", (table.schema, table.name)).fetchall()
+        "  AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", (table.schema, table.name)).fetchall()
     return {name: (typ, builtin) for name, typ, builtin in rows}
 
 
@@ -109,7 +109,7 @@ def shapes(settings: Settings, room_conn) -> list[Shape]:
     for key in ROOM_TABLES:
         source = mapping[key]
         entity = _entity_of(key)
-        catalog = _catalog_columns(room_conn, source)
+        catalog = catalog_columns(room_conn, source)
         if not catalog:
             raise ConfigError(f"mapping {mapping.path}: table {source.qualified} ({key}) does not exist "
                               "in the room database")

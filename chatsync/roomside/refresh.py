@@ -372,36 +372,6 @@ def refresh_scope_keys(conn, settings: Settings, entity_name: str) -> Moved | No
     return moved
 
 
-def refresh_findings(settings: Settings, run_id: int) -> Moved | None:
-    """The rows a run's open findings name, from the room database: a repair writes the room
-    side's values of the moment, as it does when both sides share a database."""
-    if not settings.two_databases:
-        return None
-    from chatsync.model.rules import ENTITIES
-
-    total = Moved()
-    with connection(settings, application_name="chatsync room keys") as conn, conn.transaction():
-        for entity in ENTITIES:
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_scope_keys "
-                         "(room_id bigint NOT NULL, user_id bigint) ON COMMIT DROP")
-            conn.execute("TRUNCATE pg_temp.chatsync_scope_keys")
-            conn.execute(J("INSERT INTO pg_temp.chatsync_scope_keys SELECT DISTINCT room_id, user_id "
-                           "FROM {}.inconsistencies WHERE run_id = %s AND status = 'open' AND kind = ANY(%s)").format(
-                sql.Identifier(settings.ops_schema)), (run_id, list(entity.kinds)))
-            part = refresh_scope_keys(conn, settings, entity.name)
-            if part:
-                total.add(part)
-    return total
-
-
-def estimated_room_rows(settings: Settings) -> int | None:
-    """The planner's estimate of the room tables' rows in the room database (None: one database)."""
-    if not settings.two_databases:
-        return None
-    with connection(settings, side="room") as room_conn:
-        return sum(max(shape.source.reltuples(room_conn) or 0, 0) for shape in shapes(settings))
-
-
 def check_mapping(settings: Settings, conn) -> None:
     """The mapping against the databases: the chat tables in conn's, the room tables in the room
     database (when it has its own)."""

@@ -36,6 +36,7 @@ from chatsync.model import rules
 from chatsync.model.mapping import Mapping, Table, load_mapping
 from chatsync.model.rules import KINDS, PARTICIPANT, PERMISSION_BITS, ROOM
 from chatsync.model.sqlgen import EntitySQL
+from chatsync.roomside import mirror
 from chatsync_devtools.statements import sql_file
 
 log = logging.getLogger("chatsync.simulate")
@@ -436,14 +437,9 @@ def _stage_room_tables(conn, room_conn, mapping: Mapping) -> Mapping:
     tables = dict(mapping.tables)
     for key in ("room_rooms", "room_participants"):
         table = mapping[key]
-        wanted = list(dict.fromkeys([*table.columns.values(), *(["name"] if key == "room_rooms" else [])]))
-        rows = room_conn.execute(
-            "SELECT a.attname, CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace "
-            "THEN format_type(a.atttypid, a.atttypmod) ELSE 'text' END "
-            "FROM pg_attribute AS a JOIN pg_type AS t ON t.oid = a.atttypid "
-            "WHERE a.attrelid = (SELECT c.oid FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname = %s) AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY(%s) "
-            "ORDER BY a.attnum", (table.schema, table.name, wanted)).fetchall()
+        wanted = {*table.columns.values(), *(["name"] if key == "room_rooms" else [])}
+        rows = [(column, typ if builtin else "text") for column, (typ, builtin)
+                in mirror.catalog_columns(room_conn, table).items() if column in wanted]
         name = f"chatsync_sim_{key}"
         conn.execute(J("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
             sql.Identifier(name), J(", ").join(J("{} {}").format(sql.Identifier(c), J(t)) for c, t in rows)))
