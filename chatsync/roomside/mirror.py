@@ -24,7 +24,7 @@ from chatsync.model.mapping import ROOM_TABLES, Table, load_mapping, mirror_name
 from chatsync.model.rules import ENTITIES, Entity
 
 log = logging.getLogger("chatsync.roomside")
-COPY_FORMAT = 2  # of the copies' definition (2: unlogged): a new format re-creates them
+COPY_FORMAT = 3  # of the copies' definition (2: unlogged, 3: key index only): a new format re-creates them
 ENTITY_INDEX = {e.name: i for i, e in enumerate(ENTITIES)}  # the low byte of a copy's lock key
 J = sql.SQL
 
@@ -137,10 +137,9 @@ def _create(conn, settings: Settings, shape: Shape) -> None:
     conn.execute(J("DROP TABLE IF EXISTS {} CASCADE").format(shape.copy.ident))
     conn.execute(J("DELETE FROM {}.mirror_fingerprints WHERE entity = %s").format(ops), (shape.entity.name,))
     # unlogged: a copy the next pass rebuilds, should a crash empty it (with its fingerprints)
+    # only the key's index: the copy is read by key and by room-id range, never by updated_at (the
+    # incremental scope reads the room side's changed keys in the room database)
     conn.execute(J("CREATE UNLOGGED TABLE {} ({}, PRIMARY KEY ({}))").format(shape.copy.ident, cols, shape.key_list()))
-    updated = shape.source.columns["updated_at"]
-    conn.execute(J("CREATE INDEX {} ON {} ({})").format(
-        sql.Identifier(f"{shape.copy.name}_updated_at_idx"), shape.copy.ident, sql.Identifier(updated)))
     conn.execute(J("COMMENT ON TABLE {} IS {}").format(shape.copy.ident, sql.Literal(
         f"chatsync: copy of {shape.source.qualified} from the room database; shape {shape.signature}")))
     log.info("created %s, the copy of the room database's %s", shape.copy.qualified, shape.source.qualified)
