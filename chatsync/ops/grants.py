@@ -16,7 +16,7 @@ from psycopg import sql
 
 from chatsync.config import Settings
 from chatsync.db.connection import connection, one
-from chatsync.model.mapping import load_mapping
+from chatsync.model.mapping import CHAT_TABLES, ROOM_TABLES, load_mapping
 
 J = sql.SQL
 
@@ -25,7 +25,7 @@ def room_statements(settings: Settings, role: str, database: str) -> list[sql.Co
     """The room database's grants when it is not the chat side's: read only."""
     m = load_mapping(settings.mapping_path)
     who = sql.Identifier(role)
-    room = [m[k] for k in ("room_rooms", "room_participants")]
+    room = [m[k] for k in ROOM_TABLES]
     out = [J("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), who)]
     out += [J("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), who)
             for schema in dict.fromkeys(t.schema for t in room)]
@@ -36,8 +36,8 @@ def statements(settings: Settings, role: str, database: str, server_version: int
     """The chat database's grants (and the room tables', when they live there too)."""
     m = load_mapping(settings.mapping_path)
     who, ops = sql.Identifier(role), sql.Identifier(settings.ops_schema)
-    room = [] if settings.two_databases else [m[k] for k in ("room_rooms", "room_participants")]
-    chat = [m[k] for k in ("chat_rooms", "chat_participants")]
+    room = [] if settings.two_databases else [m[k] for k in ROOM_TABLES]
+    chat = [m[k] for k in CHAT_TABLES]
     out = [J("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), who),
            J("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(ops, who),
            J("ALTER SCHEMA {} OWNER TO {}").format(ops, who)]

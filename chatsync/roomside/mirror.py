@@ -20,7 +20,7 @@ from psycopg import sql
 from chatsync.config import Settings
 from chatsync.db.connection import connection, one
 from chatsync.errors import ConfigError
-from chatsync.model.mapping import ROOM_TABLES, Table, load_mapping, mirror_name
+from chatsync.model.mapping import ROOM_TABLES, Table, load_mapping
 from chatsync.model.rules import ENTITIES, Entity
 
 log = logging.getLogger("chatsync.roomside")
@@ -105,6 +105,7 @@ def catalog_columns(conn, table: Table) -> dict[str, tuple[str, bool]]:
 def shapes(settings: Settings, room_conn) -> list[Shape]:
     """The shapes of both room tables, read from the room database's catalog."""
     mapping = load_mapping(settings.mapping_path)
+    copies = mapping.with_room_mirror(settings.ops_schema)
     out = []
     for key in ROOM_TABLES:
         source = mapping[key]
@@ -123,8 +124,7 @@ def shapes(settings: Settings, room_conn) -> list[Shape]:
             typ, builtin = catalog[real]
             columns.append(Column(real, typ if builtin else "text", not builtin))
         keys = tuple(source.columns[k] for k in entity.room_key)
-        copy = Table(key, settings.ops_schema, mirror_name(key), source.columns)
-        out.append(Shape(entity, source, copy, tuple(columns), keys))
+        out.append(Shape(entity, source, copies[key], tuple(columns), keys))
     return out
 
 

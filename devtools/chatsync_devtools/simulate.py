@@ -33,7 +33,7 @@ from chatsync.db.connection import connection, one
 from chatsync.db.retry import with_retry
 from chatsync.errors import ConfigError
 from chatsync.model import rules
-from chatsync.model.mapping import Mapping, Table, load_mapping
+from chatsync.model.mapping import CHAT_TABLES, ROOM_TABLES, Mapping, Table, load_mapping
 from chatsync.model.rules import KINDS, PARTICIPANT, PERMISSION_BITS, ROOM
 from chatsync.model.sqlgen import EntitySQL
 from chatsync.roomside import mirror
@@ -362,8 +362,7 @@ def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: 
         stages["truncate"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         suspended = _suspend_indexes(conn, [mapping[key] for key in
-                                            (("chat_rooms", "chat_participants") if two else
-                                             ("room_rooms", "room_participants", "chat_rooms", "chat_participants"))])
+                                            (CHAT_TABLES if two else ROOM_TABLES + CHAT_TABLES)])
         stages["drop_indexes"] = time.perf_counter() - t0
 
         n_rooms = run(conn, "simulate_fill_rooms", {
@@ -435,7 +434,7 @@ def _stage_room_tables(conn, room_conn, mapping: Mapping) -> Mapping:
     room name, when the table has one), types read in the room database (text for its own types:
     the copy to it is in text format); returns the mapping with the room tables pointing at them."""
     tables = dict(mapping.tables)
-    for key in ("room_rooms", "room_participants"):
+    for key in ROOM_TABLES:
         table = mapping[key]
         wanted = {*table.columns.values(), *(["name"] if key == "room_rooms" else [])}
         rows = [(column, typ if builtin else "text") for column, (typ, builtin)
@@ -450,10 +449,10 @@ def _stage_room_tables(conn, room_conn, mapping: Mapping) -> Mapping:
 def _push_room_side(conn, room_conn, mapping: Mapping, staged: Mapping) -> None:
     """The generated room side, from conn's temporary tables into the room database's tables
     (emptied, their keys and indexes dropped for the load and rebuilt, as on the chat side)."""
-    real = [mapping[k] for k in ("room_rooms", "room_participants")]
+    real = [mapping[k] for k in ROOM_TABLES]
     room_conn.execute(J("TRUNCATE {}, {}").format(*(t.ident for t in real)))
     suspended = _suspend_indexes(room_conn, real)
-    for key in ("room_rooms", "room_participants"):
+    for key in ROOM_TABLES:
         temp = staged[key]
         columns = J(", ").join(sql.Identifier(r[0]) for r in conn.execute(
             "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 ORDER BY attnum",

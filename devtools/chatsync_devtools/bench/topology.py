@@ -44,6 +44,7 @@ from psycopg import sql
 
 from chatsync.config import Settings
 from chatsync.db.connection import one
+from chatsync.model.mapping import ROOM_TABLES
 from chatsync_devtools.bench.consistency import (
     MEMBERS_PER_ROOM,
     RESULTS_DIR,
@@ -217,7 +218,7 @@ def _fdw(settings: Settings, repeat: int) -> dict:
     out["fingerprints_fdw_pushed_down"] = "Aggregate on" in plan
     # today's detect, both sides in "one" database: the room tables mapped to the foreign tables
     mapping = yaml.safe_load(Path(settings.mapping_path).read_text())
-    for key in ("room_rooms", "room_participants"):
+    for key in ROOM_TABLES:
         mapping[key]["table"] = f"{FDW_SCHEMA}.{mapping[key]['table'].split('.', 1)[1]}"
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(mapping, f)
