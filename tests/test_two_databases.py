@@ -105,14 +105,14 @@ def test_both_topologies_give_the_same_findings_repairs_audit_and_rollback(clean
     assert audit(one_db, results[0]["run_id"]) == audit(two, results[1]["run_id"])
 
     # every scope, after the same changes on each side of both topologies
-    for s, room_change, chat_change in ((one_db, on_chat_side, on_chat_side), (two, on_room_side, on_chat_side)):
-        room_change(s, "UPDATE room.room_participants SET role = 'GUEST', updated_at = now() "
-                       "WHERE (room_id, user_id) IN (SELECT room_id, user_id FROM room.room_participants "
-                       "WHERE role = 'MEMBER' ORDER BY 1, 2 LIMIT 3)")
-        room_change(s, "DELETE FROM room.room_participants WHERE (room_id, user_id) = "
-                       "(SELECT room_id, user_id FROM room.room_participants WHERE role = 'MEMBER' ORDER BY 1 DESC, 2 "
-                       "LIMIT 1)")
-        chat_change(s, "UPDATE chat.chat_participants SET permissions = 4095, updated_at = now() "
+    for s in (one_db, two):  # (room_url(): the one database's own URL in one_db)
+        on_room_side(s, "UPDATE room.room_participants SET role = 'GUEST', updated_at = now() "
+                        "WHERE (room_id, user_id) IN (SELECT room_id, user_id FROM room.room_participants "
+                        "WHERE role = 'MEMBER' ORDER BY 1, 2 LIMIT 3)")
+        on_room_side(s, "DELETE FROM room.room_participants WHERE (room_id, user_id) = "
+                        "(SELECT room_id, user_id FROM room.room_participants WHERE role = 'MEMBER' ORDER BY 1 DESC, 2 "
+                        "LIMIT 1)")
+        on_chat_side(s, "UPDATE chat.chat_participants SET permissions = 4095, updated_at = now() "
                        "WHERE (room_id, user_id) = (SELECT min(room_id), min(user_id) FROM chat.chat_participants "
                        "WHERE room_id = (SELECT max(room_id) FROM chat.chat_participants))")
     rooms = tuple(r[0] for r in chat_tables(one_db)[0][:40])
