@@ -95,7 +95,7 @@ OPS_TABLES = ("metrics", "repair_audit", "inconsistencies", "runs", "sync_log", 
               "metric_buckets", "alert_state", "alert_log", "maintenance_reports", "maintenance_actions",
               "table_sizes", "freezes", "deploy_checks", "correction_plans", "redis_outages", "cache_outbox",
               "room_fingerprints", "room_fingerprint_deltas", "fingerprint_maintenance",
-              "fingerprint_changed_keys", "mirror_fingerprints")
+              "fingerprint_changed_keys", "mirror_fingerprints", "room_domain_violations")
 
 
 def empty_tables(settings) -> None:

@@ -22,8 +22,7 @@ from conftest import sides_equal, wait_until
 from chatsync.consistency.detect import detect
 from chatsync.consistency.repair import repair
 from chatsync.consistency.scope import Scope
-from chatsync.model.rules import PERMISSIONS_MAX
-from chatsync_devtools.simulate import simulate
+from chatsync_devtools.simulate import ALL_PERMISSIONS, simulate
 
 APP_SCRIPT = """
 import json, os, random, signal, sys, time
@@ -53,7 +52,7 @@ with psycopg.connect(url, autocommit=True, application_name="chat app") as app:
             print(json.dumps([key, value, row[0].isoformat(), time.time()]), flush=True)
         n += 1
         time.sleep(max(0.0, started + n / per_second - time.monotonic()))
-""".replace("PERMISSIONS_MAX_VALUE", str(PERMISSIONS_MAX))
+""".replace("PERMISSIONS_MAX_VALUE", str(ALL_PERMISSIONS))
 REPAIR_SCRIPT = ("import sys; from chatsync.config import Settings; from chatsync.consistency.repair import repair; "
                  "print(repair(Settings.from_env(), int(sys.argv[1])).to_dict())")
 

@@ -12,8 +12,15 @@ import math
 import pytest
 from conftest import sides_equal
 
+from chatsync.config import DEFAULT_MAPPING
 from chatsync.errors import ConfigError
-from chatsync.model.rules import KINDS, PERMISSIONS_MAX, ROLES, ROOM_STATUSES
+from chatsync.model.mapping import load_mapping
+from chatsync.model.rules import KINDS
+from chatsync_devtools.simulate import ALL_PERMISSIONS
+
+# the reference schema's roles and statuses: its mapping's domains
+ROLES = load_mapping(str(DEFAULT_MAPPING)).domains["role"].allowed
+ROOM_STATUSES = load_mapping(str(DEFAULT_MAPPING)).domains["status"].allowed
 
 # md5 over every generated value (timestamps by their null-ness: their clock is now()).
 CHECKSUM = """
@@ -121,7 +128,7 @@ def test_room_side_is_realistic(db, clean_db, simulate):
         count(*) FILTER (WHERE updated_at > now() OR updated_at < now() - interval '30 days'
                          OR banned_at > updated_at)
         FROM room.room_participants""").fetchone()
-    assert 0 <= low and high <= PERMISSIONS_MAX
+    assert 0 <= low and high <= ALL_PERMISSIONS
     assert 0.01 < banned < 0.03 and owners_banned == 0 and weird_time == 0
     # the same role mostly has the same mask: defaults, with a few per-user tweaks
     tweaked = db.execute("""SELECT avg((permissions <> mode)::int) FROM room.room_participants AS p
@@ -187,7 +194,7 @@ def test_drift_counts_match_independent_sql(db, clean_db, simulate, seed):
     # drifted values stay possible values (the validation suite would flag anything else)
     assert db.execute("""SELECT count(*) FROM chat.chat_participants
         WHERE role <> ALL (%s) OR permissions NOT BETWEEN 0 AND %s""",
-                      (list(ROLES), PERMISSIONS_MAX)).fetchone()[0] == 0
+                      (list(ROLES), ALL_PERMISSIONS)).fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM chat.chat_rooms WHERE status <> ALL (%s)",
                       (list(ROOM_STATUSES),)).fetchone()[0] == 0
     # drifted and added chat rows are recent; untouched ones keep the room's updated_at

@@ -8,7 +8,9 @@ import math
 from collections.abc import Callable
 
 from chatsync.config import DECIMAL_NUMBER, REDIS_SOCKET_TIMEOUT_SECONDS, WHOLE_NUMBER
+from chatsync.errors import ConfigError
 from chatsync.events.envelope import MAX_ID
+from chatsync.model.keys import KeyType
 
 EXIT_OK, EXIT_INCONSISTENT, EXIT_USAGE, EXIT_FAILURE = 0, 1, 2, 3
 MAX_STREAM_COUNT = MAX_ID // 10  # XAUTOCLAIM refuses a larger COUNT (it may scan 10 entries per one asked)
@@ -36,17 +38,35 @@ def whole_number(least: int, what: str, most: int = MAX_ID) -> Callable[[str], i
 
 positive_int = whole_number(1, "a positive number")
 non_negative_int = whole_number(0, "zero or more")
-key_id = whole_number(1, "an id", MAX_ID)  # every room, user and run id: they are bigint
+run_id = whole_number(1, "a run id", MAX_ID)
+MAX_KEY_CHARS = 1000
 
 
-def room_ids(text: str) -> tuple[int, ...]:
+def key_text(text: str) -> str:
+    """A room or user id as given: read as the mapped key type once the settings are known
+    (``as_keys``), since a key may be a number, a uuid or a string."""
+    text = text.strip()
+    if not text or "\x00" in text or len(text) > MAX_KEY_CHARS:
+        raise argparse.ArgumentTypeError(f"expected an id (1 to {MAX_KEY_CHARS} characters), got {text[:60]!r}")
+    return text
+
+
+def room_ids(text: str) -> tuple[str, ...]:
     try:
-        ids = tuple(key_id(part.strip()) for part in text.split(",") if part.strip())
+        ids = tuple(key_text(part) for part in text.split(",") if part.strip())
     except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(f"--rooms takes comma-separated room ids: {exc}") from None
     if not ids:
         raise argparse.ArgumentTypeError("--rooms needs at least one room id")
     return ids
+
+
+def as_keys(key: KeyType, given, option: str) -> tuple:
+    """Ids given on the command line as the mapped key type; ConfigError (exit 2) naming the option."""
+    try:
+        return tuple(key.parse(text) for text in given)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
 
 
 def number(text: str) -> float:

@@ -22,14 +22,17 @@ from chatsync.cli.arguments import (
     MAX_BLOCK_MS,
     MAX_STREAM_COUNT,
     Parser,
-    key_id,
+    as_keys,
+    key_text,
     positive_int,
     positive_number,
     room_ids,
+    run_id,
     whole_number,
 )
 from chatsync.config import MAX_FREEZE_TTL_SECONDS, Settings
 from chatsync.errors import ChatsyncError, ConfigError
+from chatsync.model.keys import json_keys, keys
 
 log = logging.getLogger("chatsync.cli")
 COMMANDS_GROUP = "chatsync.commands"  # entry points: a function taking build_parser's add()
@@ -46,6 +49,11 @@ def settings_for_cli() -> Settings:
     return settings
 
 
+def _rooms(settings: Settings, given, option: str = "--rooms takes comma-separated room ids") -> tuple:
+    """Room ids from the command line, read as the mapped room key's type."""
+    return as_keys(keys(settings).room, given, option)
+
+
 def cmd_init(args) -> tuple[int, dict]:
     from chatsync.db.migrations import migrate
 
@@ -59,8 +67,9 @@ def cmd_check(args) -> tuple[int, dict]:
     from chatsync.consistency.engine import check
     from chatsync.consistency.scope import Scope
 
-    scope = Scope("rooms", rooms=args.rooms) if args.rooms else Scope(args.scope)
-    summary = check(settings_for_cli(), scope, do_repair=args.repair, do_validate=not args.no_validate)
+    settings = settings_for_cli()
+    scope = Scope("rooms", rooms=_rooms(settings, args.rooms)) if args.rooms else Scope(args.scope)
+    summary = check(settings, scope, do_repair=args.repair, do_validate=not args.no_validate)
     return (EXIT_OK if summary.consistent else EXIT_INCONSISTENT), summary.to_dict()
 
 
@@ -97,9 +106,10 @@ def cmd_cache(args) -> tuple[int, dict]:
     from chatsync.events import cache
 
     settings = settings_for_cli()
+    rooms = _rooms(settings, args.rooms) if args.rooms else None
     if args.action == "resync":
-        return EXIT_OK, cache.resync(settings, args.rooms).to_dict()
-    result = cache.verify(settings, args.rooms)
+        return EXIT_OK, cache.resync(settings, rooms).to_dict()
+    result = cache.verify(settings, rooms)
     return (EXIT_OK if result.total == 0 else EXIT_INCONSISTENT), result.to_dict()
 
 
@@ -110,7 +120,10 @@ def cmd_publish(args) -> tuple[int, dict]:
     settings = settings_for_cli()
     client = client_for(settings)
     try:
-        entry = publish(client, settings.events_stream, args.type, args.room_id, args.user_id)
+        mapped = keys(settings)
+        (room_id,) = as_keys(mapped.room, [args.room_id], "room_id")
+        user_id = as_keys(mapped.user, [args.user_id], "user_id")[0] if args.user_id is not None else None
+        entry = publish(client, settings.events_stream, args.type, room_id, user_id)
     except ChatsyncError as exc:
         raise ConfigError(f"event refused: {exc}") from None
     finally:
@@ -123,16 +136,19 @@ def cmd_freeze(args) -> tuple[int, dict]:
 
     from chatsync.ops.freeze import freeze
 
-    return EXIT_OK, freeze(settings_for_cli(), [args.room_id], args.reason, args.ttl, by=f"cli:{getpass.getuser()}",
-                           require_chat_room=True)  # a room named on the command line must exist
+    settings = settings_for_cli()
+    return EXIT_OK, freeze(settings, list(_rooms(settings, [args.room_id], "room_id")), args.reason, args.ttl,
+                           by=f"cli:{getpass.getuser()}", require_chat_room=True)  # a named room must exist
 
 
 def cmd_unfreeze(args) -> tuple[int, dict]:
     from chatsync.ops.freeze import unfreeze
 
-    out = unfreeze(settings_for_cli(), [args.room_id])
-    if args.room_id not in out["unfrozen"]:  # nothing to do is no error: the room is not frozen either way
-        log.warning("room %d has no freeze lease: nothing lifted", args.room_id)
+    settings = settings_for_cli()
+    (room_id,) = _rooms(settings, [args.room_id], "room_id")
+    out = unfreeze(settings, [room_id])
+    if json_keys([room_id])[0] not in out["unfrozen"]:  # nothing to do is no error: the room is not frozen either way
+        log.warning("room %s has no freeze lease: nothing lifted", room_id)
     return EXIT_OK, out
 
 
@@ -181,7 +197,7 @@ def build_parser(with_installed: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--no-validate", action="store_true", help="skip the Great Expectations suite")
 
     p = add("rollback", cmd_rollback, "undo a run's repairs from its audit")
-    p.add_argument("run_id", type=key_id)
+    p.add_argument("run_id", type=run_id)
 
     p = add("worker", cmd_worker, "consume room events from the Redis Stream and sync the chat side")
     p.add_argument("--name", help="consumer name (default: host-pid)")
@@ -200,17 +216,17 @@ def build_parser(with_installed: bool = True) -> argparse.ArgumentParser:
 
     p = add("publish", cmd_publish, "append one room event to the stream (what the room service does)")
     p.add_argument("type", help="event type, e.g. room.participant.added")
-    p.add_argument("room_id", type=key_id)
-    p.add_argument("user_id", type=key_id, nargs="?")
+    p.add_argument("room_id", type=key_text)
+    p.add_argument("user_id", type=key_text, nargs="?")
 
     p = add("freeze", cmd_freeze, "stop writes on a chat room (a lease that ends by itself)")
-    p.add_argument("room_id", type=key_id)
+    p.add_argument("room_id", type=key_text)
     p.add_argument("--reason", required=True, help="why (shown to operators and in alerts)")
     p.add_argument("--ttl", type=whole_number(1, "a number of seconds", MAX_FREEZE_TTL_SECONDS), default=3600,
                    help="lease in seconds (default 3600)")
 
     p = add("unfreeze", cmd_unfreeze, "resume writes on a chat room")
-    p.add_argument("room_id", type=key_id)
+    p.add_argument("room_id", type=key_text)
 
     p = add("grants", cmd_grants, "the least privileges of a database role running chatsync (SQL, or --apply)")
     p.add_argument("role", help="the role chatsync connects as")

@@ -30,8 +30,9 @@ from chatsync.db import runs
 from chatsync.db.connection import connection, one
 from chatsync.db.retry import with_retry
 from chatsync.db.statements import sql_file
+from chatsync.model.domains import entity_domains
 from chatsync.model.rules import ENTITIES, KINDS, Entity
-from chatsync.model.sqlgen import ROOM_KEY_MAX, ROOM_KEY_MIN, EntitySQL, entity_sql, source_entity_sql
+from chatsync.model.sqlgen import EntitySQL, entity_sql, source_entity_sql, value_errors
 from chatsync.roomside import refresh as room_copy
 
 log = logging.getLogger("chatsync.diff")
@@ -63,15 +64,15 @@ class DetectResult:
 def _fill_scope_keys(conn, settings: Settings, es: EntitySQL, scope: Scope, since) -> None:
     """(Re)fill pg_temp.chatsync_scope_keys with this entity's keys for a key-set scope (and, with
     the room side in a database of its own, bring those keys' rows of its copy up to date)."""
-    empty_scope_keys(conn)
+    empty_scope_keys(conn, settings)
     e = es.entity
     if scope.kind == "incremental":
         room_copy.add_changed_room_keys(conn, settings, e.name, since)  # read in the room database
         conn.execute(sql_file(
             settings, "scope_changed_keys", **es.common(settings.ops_schema),
             room_key=_key_select(es, "room"), chat_key=_key_select(es, "chat"),
-            room_changed=J("FALSE") if settings.two_databases else J("{} >= %(since)s").format(es.rc("updated_at")),
-            chat_updated=es.cc("updated_at")),
+            room_changed=J("FALSE") if settings.two_databases else es.changed_since("room"),
+            chat_changed=es.changed_since("chat")),
             {"since": since, "kinds": list(e.kinds)})
     else:  # keys: participant keys for participants, room ids for rooms
         rows = scope.participants if e.has_user else [(r, None) for r in scope.rooms]
@@ -89,7 +90,7 @@ def _key_select(es: EntitySQL, side: str) -> sql.Composable:
     else:
         cols = [es.cc(k) for k in es.entity.chat_key]
     if not es.entity.has_user:
-        cols.append(J("NULL::bigint"))
+        cols.append(es.keys.user.null())
     return J(", ").join(cols)
 
 
@@ -99,9 +100,9 @@ def _side_filter(es: EntitySQL, side: str, scope: Scope) -> sql.Composable:
     if scope.kind == "full":
         return J("TRUE")
     if scope.kind == "rooms":
-        return J("{} = ANY(%(rooms)s)").format(room_col)
+        return J("{} = ANY({})").format(room_col, es.keys.room.array("rooms"))
     if scope.kind == "range":
-        return J("{col} >= %(room_lo)s AND {col} < %(room_hi)s").format(col=room_col)
+        return es.keys.room.in_range(room_col)
     # key-set scopes: semi-join with the temp key table
     table = es.room if side == "room" else es.chat
     keys = es.entity.room_key if side == "room" else es.entity.chat_key
@@ -115,9 +116,9 @@ def _findings_in_scope(es: EntitySQL, scope: Scope) -> sql.Composable:
     if scope.kind == "full":
         return J("TRUE")
     if scope.kind == "rooms":
-        return J("o.room_id = ANY(%(rooms)s)")
+        return J("o.room_id = ANY({})").format(es.keys.room.array("rooms"))
     if scope.kind == "range":
-        return J("o.room_id >= %(room_lo)s AND o.room_id < %(room_hi)s")
+        return es.keys.room.in_range(J("o.room_id"))
     return J("EXISTS (SELECT 1 FROM pg_temp.chatsync_scope_keys AS s WHERE s.room_id = o.room_id AND {})").format(
         es.same_user("s", "o"))
 
@@ -257,11 +258,12 @@ def detect_part(settings: Settings, plan: DetectPlan, part: Scope | None = None)
     t_copy = time.perf_counter()
     if _refresh_room_copy(settings, scope) is not None:
         durations["room_copy"] = round(time.perf_counter() - t_copy, 4)
-    with connection(settings) as conn, conn.transaction():
+    # a room value the chat column's type cannot hold: one line naming the columns
+    with value_errors(entity_sql(settings)), connection(settings) as conn, conn.transaction():
         # a rerun of the same part replaces its findings (idempotent task retry)
-        where = J("")
+        where: sql.Composable = J("")
         if part is not None:
-            where = J(" AND room_id >= %(room_lo)s AND room_id < %(room_hi)s")
+            where = J(" AND {}").format(entity_sql(settings)[0].keys.room.in_range(J("room_id")))
         conn.execute(J("DELETE FROM {}.inconsistencies WHERE run_id = %(run_id)s{}").format(
             sql.Identifier(ops), where), _bind(scope, plan.run_id, ENTITIES[0]))
         for es in entity_sql(settings):
@@ -362,20 +364,31 @@ def _scan(conn, settings: Settings, es: EntitySQL, scope: Scope, params: dict) -
 def _split(conn, es: EntitySQL, scope: Scope, parts: int) -> list[Scope]:
     """Room-id ranges covering the scope (full: every room id; range: its range), cut evenly
     over the ids the tables hold in it: an open-ended range split by its bounds alone would give
-    one part all the rows."""
-    lo, hi = scope.room_range if scope.kind == "range" and scope.room_range else (ROOM_KEY_MIN, ROOM_KEY_MAX)
-    held_lo, held_hi = one(conn.execute(J(
-        "SELECT least((SELECT min({rk}) FROM {room} WHERE {rk} >= %(lo)s), "
-        "(SELECT min({ck}) FROM {chat} WHERE {ck} >= %(lo)s)), "
-        "greatest((SELECT max({rk}) FROM {room} WHERE {rk} < %(hi)s), "
-        "(SELECT max({ck}) FROM {chat} WHERE {ck} < %(hi)s)) + 1").format(
-        rk=es.room_scope_col("room"), ck=es.room_scope_col("chat"),
-        room=es.room.ident, chat=es.chat.ident), {"lo": lo, "hi": hi}))
-    if held_lo is None:
-        return [Scope("range", room_range=(lo, hi))]
-    bounds = sorted({held_lo + (held_hi - held_lo) * i // parts for i in range(parts)} | {held_hi})
-    bounds[0], bounds[-1] = lo, hi  # ids appearing after the bounds were read still fall in a range
-    return [Scope("range", room_range=(a, b)) for a, b in zip(bounds, bounds[1:]) if a < b]
+    one part all the rows. Whole numbers and uuids are cut evenly between the least and greatest
+    id held; strings, which have no arithmetic, at the room side's percentiles of its ids."""
+    lo, hi = scope.room_range if scope.kind == "range" and scope.room_range else (None, None)
+    key = es.keys.room
+    rk, ck = es.room_scope_col("room"), es.room_scope_col("chat")
+    params = {"room_lo": lo, "room_hi": hi}
+    if key.kind == "text":
+        cuts = one(conn.execute(J(
+            "SELECT percentile_disc(%(fractions)s::float8[]) WITHIN GROUP (ORDER BY {rk}) "
+            "FROM {room} WHERE {inside}").format(rk=rk, room=es.room.ident, inside=key.in_range(rk)),
+            {**params, "fractions": [i / parts for i in range(1, parts)]}))[0] or []
+    else:
+        # ORDER BY ... LIMIT 1 rather than min/max: PostgreSQL has no min(uuid); an index serves both
+        held_lo, held_hi = one(conn.execute(J(
+            "SELECT least((SELECT {rk} FROM {room} WHERE {room_in} ORDER BY 1 LIMIT 1), "
+            "             (SELECT {ck} FROM {chat} WHERE {chat_in} ORDER BY 1 LIMIT 1)), "
+            "greatest((SELECT {rk} FROM {room} WHERE {room_in} ORDER BY 1 DESC LIMIT 1), "
+            "         (SELECT {ck} FROM {chat} WHERE {chat_in} ORDER BY 1 DESC LIMIT 1))").format(
+            rk=rk, ck=ck, room=es.room.ident, chat=es.chat.ident,
+            room_in=key.in_range(rk), chat_in=key.in_range(ck)), params))
+        cuts = [] if held_lo is None else key.even_cuts(held_lo, held_hi, parts)
+    # the outer bounds stay the scope's: ids appearing after the cuts were read still fall in a range
+    inner = sorted(set(c for c in cuts if (lo is None or c > lo) and (hi is None or c < hi)))
+    bounds = [lo, *inner, hi]
+    return [Scope("range", room_range=(a, b)) for a, b in zip(bounds, bounds[1:])]
 
 
 def _estimated_rows(conn, es: EntitySQL) -> int:
@@ -429,7 +442,7 @@ def _diff_changed_keys(conn, settings: Settings, es: EntitySQL, run_id: int) -> 
     workers = settings.parallel_workers() if changed >= settings.detect_parallel_min_keys else 1
     ranges = fingerprint_diff.key_ranges(conn, settings, es, workers)
     if len(ranges) > 1:
-        def one(room_range: tuple[int, int]) -> fingerprint_diff.KeyedDiff:
+        def one(room_range: tuple) -> fingerprint_diff.KeyedDiff:
             with connection(settings, application_name="chatsync detect") as part, part.transaction():
                 return _diff_keys_in_range(part, settings, es, run_id, room_range)
 
@@ -450,10 +463,10 @@ def _diff_changed_keys(conn, settings: Settings, es: EntitySQL, run_id: int) -> 
 
 
 def _diff_keys_in_range(conn, settings: Settings, es: EntitySQL, run_id: int,
-                        room_range: tuple[int, int]) -> fingerprint_diff.KeyedDiff:
+                        room_range: tuple) -> fingerprint_diff.KeyedDiff:
     """fingerprints.diff_keys for the rooms of room_range on conn, then a row diff of the rooms
     it leaves unexplained."""
-    empty_scope_keys(conn)
+    empty_scope_keys(conn, settings)
     with _planner(conn, "keys"):
         done = fingerprint_diff.diff_keys(conn, settings, es, run_id, room_range)
     if done.unexplained:
@@ -461,7 +474,8 @@ def _diff_keys_in_range(conn, settings: Settings, es: EntitySQL, run_id: int,
                     "log, or a write that skipped the triggers): row diff of those rooms",
                     run_id, es.entity.name, len(done.unexplained))
         conn.execute(J("DELETE FROM {}.inconsistencies WHERE run_id = %s AND kind = ANY(%s) "
-                       "AND room_id = ANY(%s)").format(sql.Identifier(settings.ops_schema)),
+                       "AND room_id = ANY(%s::{}[])").format(sql.Identifier(settings.ops_schema),
+                                                            es.keys.room.sql_type),
                      (run_id, list(es.entity.kinds), done.unexplained))
         part = Scope("rooms", rooms=tuple(done.unexplained))
         _scan(conn, settings, es, part, _bind(part, run_id, es.entity))
@@ -532,15 +546,19 @@ def keys_changed_since(settings: Settings, run_id: int, since: datetime) -> int:
         return sum(one(conn.execute(sql_file(
             settings, "findings_keys_changed_since", **es.common(settings.ops_schema),
             is_entity_finding=es.is_entity_finding("i"), room_eq_i=es.join_room_to("i"),
-            chat_eq_i=es.join_chat_to("i"), room_updated=es.rc("updated_at"), chat_updated=es.cc("updated_at")),
+            chat_eq_i=es.join_chat_to("i"), room_changed=es.changed_since("room"),
+            chat_changed=es.changed_since("chat")),
             {"run_id": run_id, "since": since}))[0] for es in entity_sql(settings))
 
 
 def residual_statement(settings: Settings, entity: Entity) -> sql.Composed:
     """SELECT (kind, room_id, user_id) still differing over whole tables: the validation's "no
-    remaining difference" (a view read by Great Expectations). Only identifiers and the rules'
-    constants are composed in."""
-    es = next(x for x in entity_sql(settings) if x.entity.name == entity.name)
+    remaining difference" (a view read by Great Expectations). Keys a repair holds back (a room
+    value outside its domain) are left out: the room side's data-quality problem, reported as such
+    (room_domain_violations), not a failure of the chat side. Only identifiers and the rules' and
+    domains' constants are composed in."""
+    ed = next(x for x in entity_domains(settings) if x.entity.name == entity.name)
+    es = ed.es
     return sql_file(settings, "residual_differences", **es.common(settings.ops_schema),
                     key_out=es.key_out(), kinds=es.kinds_array(), join_on=es.join_room_chat(),
-                    differs=es.differs())
+                    differs=es.differs(), held_back=ed.held_back("r", "c"))

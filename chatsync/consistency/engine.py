@@ -80,6 +80,8 @@ class CheckSummary:
     decision: str
     repaired: int = 0
     skipped: int = 0
+    held_back: int = 0  # keys left as they are: their room value is outside its domain (still open)
+    room_domain_violations: dict[str, int] = field(default_factory=dict)  # field -> room values held back
     validation: dict | None = None
     remaining: int | None = None  # findings left after the pass (None when not re-checked)
     status: str = ""
@@ -93,6 +95,7 @@ class CheckSummary:
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "scope": self.scope, "counts": self.counts,
                 "decision": self.decision, "repaired": self.repaired, "skipped": self.skipped,
+                "held_back": self.held_back, "room_domain_violations": self.room_domain_violations,
                 "validation": self.validation, "remaining": self.remaining, "status": self.status,
                 "consistent": self.consistent, "timings": self.timings, "message": self.message}
 
@@ -141,6 +144,7 @@ def _after_detect(settings, scope, found: DetectResult, do_repair, do_validate, 
         cache_follows(settings, found.run_id)
         timings["repair"] = round(fixed.seconds, 4)
         summary.repaired, summary.skipped = fixed.repaired, fixed.skipped
+        summary.held_back, summary.room_domain_violations = fixed.held_back, fixed.room_domain_violations
         # what is left: re-detect the same scope (cheap next to a repair)
         recheck = detect(settings, scope if scope.kind != "incremental" else Scope("full"),
                          triggered_by=f"{triggered_by}:recheck")

@@ -12,20 +12,20 @@ from psycopg import sql
 from chatsync.config import Settings
 from chatsync.consistency.fingerprints import hashed_side
 from chatsync.db.statements import sql_file
-from chatsync.model.sqlgen import ROOM_KEY_MAX, ROOM_KEY_MIN, EntitySQL
+from chatsync.model.sqlgen import EntitySQL
 
 log = logging.getLogger("chatsync.fingerprints")
 J = sql.SQL
 
 
-def key_ranges(conn, settings: Settings, es: EntitySQL, parts: int) -> list[tuple[int, int]]:
+def key_ranges(conn, settings: Settings, es: EntitySQL, parts: int) -> list[tuple]:
     """Room-id ranges [lo, hi) covering every room id, holding about equal shares of the keys
     changed since the last detect (whole rooms: a room's keys stay in one range)."""
     cuts = conn.execute(J(
         "SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY room_id) "
         "FROM {}.fingerprint_changed_keys WHERE entity = %s").format(sql.Identifier(settings.ops_schema)),
         ([i / parts for i in range(1, parts)], es.entity.name)).fetchone()[0] or []
-    bounds = sorted({ROOM_KEY_MIN, *cuts, ROOM_KEY_MAX})
+    bounds = [None, *sorted(set(cuts)), None]  # open at both ends: every room id
     return list(zip(bounds, bounds[1:]))
 
 
@@ -36,10 +36,10 @@ class KeyedDiff:
     differing: int = 0  # rooms whose fingerprints differ
     keys: int = 0  # keys diffed
     findings: int = 0
-    unexplained: list[int] = field(default_factory=list)  # rooms left for a row diff
+    unexplained: list = field(default_factory=list)  # rooms left for a row diff
 
 
-def diff_keys(conn, settings: Settings, es: EntitySQL, run_id: int, room_range: tuple[int, int]) -> KeyedDiff:
+def diff_keys(conn, settings: Settings, es: EntitySQL, run_id: int, room_range: tuple) -> KeyedDiff:
     """In conn's transaction (with an empty pg_temp.chatsync_scope_keys), for the rooms of
     room_range: compare the fingerprints (fingerprints_differing_rooms.sql), store the findings
     of the differing rooms' scope keys (fingerprints_scope_keys.sql) and prove the rest of those
@@ -50,9 +50,10 @@ def diff_keys(conn, settings: Settings, es: EntitySQL, run_id: int, room_range: 
     params = {"run_id": run_id, "entity": es.entity.name, "kinds": list(es.entity.kinds),
               "room_lo": room_range[0], "room_hi": room_range[1]}
     side = J("SELECT room_id, row_count AS n, hash AS h FROM {}.room_fingerprints WHERE entity = %(entity)s "
-             "AND side = {} AND room_id >= %(room_lo)s AND room_id < %(room_hi)s")
-    rooms, differing = differing_rooms(conn, settings, side.format(ops, sql.Literal("room")),
-                                        side.format(ops, sql.Literal("chat")), params)
+             "AND side = {} AND {}")
+    in_range = es.keys.room.in_range(J("room_id"))
+    rooms, differing = differing_rooms(conn, settings, side.format(ops, sql.Literal("room"), in_range),
+                                        side.format(ops, sql.Literal("chat"), in_range), params, es)
     # into the caller's empty pg_temp.chatsync_scope_keys; analysed, like the differing rooms,
     # for the joins to plan on the true row counts
     conn.execute(sql_file(settings, "fingerprints_scope_keys", ops=ops), params)
@@ -67,12 +68,13 @@ def diff_keys(conn, settings: Settings, es: EntitySQL, run_id: int, room_range: 
 
 
 def differing_rooms(conn, settings: Settings, room_side: sql.Composable, chat_side: sql.Composable,
-                     params: dict | None = None) -> tuple[int, int]:
+                     params: dict | None, es: EntitySQL) -> tuple[int, int]:
     """pg_temp.chatsync_differing_rooms := the rooms whose fingerprints differ, from two
     (room_id, n, h) queries (fingerprints_differing_rooms.sql), analysed: a table with statistics
     and a key for the joins that read it. Returns (rooms compared, rooms that differ)."""
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_differing_rooms "
-                 "(room_id bigint PRIMARY KEY, dn bigint NOT NULL, dh bigint NOT NULL) ON COMMIT DROP")
+    conn.execute(J("CREATE TEMP TABLE IF NOT EXISTS chatsync_differing_rooms "
+                   "(room_id {} PRIMARY KEY, dn bigint NOT NULL, dh bigint NOT NULL) ON COMMIT DROP").format(
+        es.keys.room.sql_type))
     conn.execute("TRUNCATE pg_temp.chatsync_differing_rooms")
     compared, differing = conn.execute(sql_file(settings, "fingerprints_differing_rooms", room_side=room_side,
                                                 chat_side=chat_side), params).fetchone()
@@ -80,9 +82,9 @@ def differing_rooms(conn, settings: Settings, room_side: sql.Composable, chat_si
     return compared, differing
 
 
-def hashed_differing_rooms(conn, settings: Settings, es: EntitySQL) -> tuple[list[int], int]:
+def hashed_differing_rooms(conn, settings: Settings, es: EntitySQL) -> tuple[list, int]:
     """(Rooms whose fingerprints, hashed from both tables now, differ; rooms compared)."""
-    compared, _ = differing_rooms(conn, settings, hashed_side(es, "room"), hashed_side(es, "chat"))
+    compared, _ = differing_rooms(conn, settings, hashed_side(es, "room"), hashed_side(es, "chat"), None, es)
     rooms = conn.execute("SELECT coalesce(array_agg(room_id ORDER BY room_id), '{}') "
                          "FROM pg_temp.chatsync_differing_rooms").fetchone()[0]
     return rooms, compared

@@ -6,8 +6,11 @@ reads them, inserts, updates, deletes, and an audit row with the before/after im
 changed row; findings of rows left alone are then marked skipped, and other unsettled runs'
 findings of the changed keys repaired, each by a statement of its own that runs only when needed.
 Batches run on parallel connections. Every change re-checks the difference itself, so a chat row
-changed by the application between detect and repair is skipped, never overwritten. Rollback
-restores a run's before-images, skipping rows changed since.
+changed by the application between detect and repair is skipped, never overwritten. A room row
+holding a value outside its field's domain (the mapping's ``domains:``) is not copied either: its
+findings are held back, open, and the value recorded in room_domain_violations and reported (the
+room side's data to fix, or the domain to widen). Rollback restores a run's before-images,
+skipping rows changed since.
 """
 
 from __future__ import annotations
@@ -30,15 +33,14 @@ from chatsync.db.connection import connection, one
 from chatsync.db.retry import with_retry
 from chatsync.db.statements import sql_file, unsettled_runs
 from chatsync.errors import ConfigError
+from chatsync.model.domains import EntityDomains, entity_domains
+from chatsync.model.mapping import load_mapping
 from chatsync.model.rules import ENTITIES
-from chatsync.model.sqlgen import EntitySQL, entity_sql
+from chatsync.model.sqlgen import entity_sql, value_errors
 from chatsync.roomside import refresh as room_copy
 
 log = logging.getLogger("chatsync.repair")
 J = sql.SQL
-
-
-_ROOM_ID_MAX = 2**63 - 1
 
 
 @dataclass
@@ -47,15 +49,35 @@ class RepairResult:
     repaired: int = 0  # rows changed
     by_action: dict[str, int] = field(default_factory=lambda: {"insert": 0, "update": 0, "delete": 0})
     skipped: int = 0  # findings left open (row changed meanwhile or no longer differing)
+    held_back: int = 0  # keys not repaired: their room row holds a value outside its domain
+    room_domain_violations: dict[str, int] = field(default_factory=dict)  # field -> values held back
     batches: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "repaired": self.repaired, "by_action": self.by_action,
-                "skipped": self.skipped, "batches": self.batches, "seconds": round(self.seconds, 4)}
+                "skipped": self.skipped, "held_back": self.held_back,
+                "room_domain_violations": self.room_domain_violations, "batches": self.batches,
+                "seconds": round(self.seconds, 4)}
 
 
-def _batches(conn, settings: Settings, run_id: int) -> list[tuple[int, int]]:
+@dataclass
+class BatchOutcome:
+    """What one batch did: rows changed by action, findings skipped, keys held back and the room
+    values recorded for them (field, value, room_id, user_id)."""
+
+    counts: dict[str, int] = field(default_factory=lambda: {"insert": 0, "update": 0, "delete": 0})
+    skipped: int = 0
+    held_back: int = 0
+    violations: list[tuple] = field(default_factory=list)
+
+
+# A repair logs this many held-back room values one by one, then their number (the ops table and
+# the run's result hold them all).
+LOGGED_VIOLATIONS = 20
+
+
+def _batches(conn, settings: Settings, run_id: int) -> list[tuple]:
     """Room-id ranges [lo, hi) of even size, each holding at most repair_batch_rows open findings
     (a room is never split). From repair_parallel_min_rows findings their number is a multiple
     of the workers, so no worker runs a last batch alone (at 10M participants, 110k findings
@@ -79,13 +101,15 @@ def _batches(conn, settings: Settings, run_id: int) -> list[tuple[int, int]]:
             lo, before, size = room_id, before + size, 0
         size += n
     if lo is not None:
-        ranges.append((lo, _ROOM_ID_MAX))
+        ranges.append((lo, None))  # open above: every room id from lo
     return ranges
 
 
-def _statements(settings: Settings, es: EntitySQL) -> dict[str, sql.Composed]:
+def _statements(settings: Settings, ed: EntityDomains) -> dict[str, sql.Composed | None]:
     """The statements that repair this entity for a batch's rooms: the one that changes the rows
-    and the two that mark findings when some row was left alone or another run is unsettled."""
+    and those that mark findings when some row was left alone (held back, or skipped) or another
+    run is unsettled."""
+    es = ed.es
     common = es.common(settings.ops_schema)
     return {
         "batch": sql_file(settings, "repair_batch", **common,
@@ -95,7 +119,14 @@ def _statements(settings: Settings, es: EntitySQL) -> dict[str, sql.Composed]:
                           room_eq_old=es.join_room_chat("r", "o"), digest_c=es.chat_digest("c"),
                           still_differs=es.still_differs("r", "c"), room_eq_c=es.join_room_chat("r", "c"),
                           chat_key_out=es.chat_key_cols("c", as_names=True),
-                          is_entity_finding=es.is_entity_finding()),
+                          is_entity_finding=es.is_entity_finding(),
+                          held_back_insert=ed.held_back("r", None), held_back_update=ed.held_back("r", "c")),
+        "hold_back": sql_file(settings, "repair_hold_back", **common,
+                              room_eq_c=es.join_room_chat("r", "c"), room_eq_i=es.join_room_to("i"),
+                              room_eq_k=es.join_room_to("k"), is_entity_finding_i=es.is_entity_finding("i"),
+                              held_back=ed.held_back("r", "c"), violations=ed.violations("r", "c"),
+                              audit_user_eq_i=es.same_user("a", "i"), violation_user_eq_k=es.same_user("d", "k"))
+        if ed.fields else None,  # no domain: nothing is ever held back
         "mark_skipped": sql_file(settings, "repair_mark_skipped", **common,
                                  is_entity_finding_i=es.is_entity_finding("i"),
                                  audit_user_eq_i=es.same_user("a", "i")),
@@ -124,11 +155,10 @@ def wal_compression(conn, settings: Settings) -> str | None:
     return wanted if allowed and built else None
 
 
-def _repair_batch(settings: Settings, statements: dict, run_id: int, lo: int, hi: int,
-                  compression: str | None = None) -> tuple[dict[str, int], int]:
+def _repair_batch(settings: Settings, statements: dict, run_id: int, lo, hi,
+                  compression: str | None = None) -> BatchOutcome:
     """One batch in one transaction: each entity's statement for the rooms in [lo, hi)."""
-    counts = {"insert": 0, "update": 0, "delete": 0}
-    skipped = 0
+    out = BatchOutcome()
     with connection(settings, application_name="chatsync repair") as conn, conn.transaction():
         # A batch meets a few thousand keys of a table of millions: index probes, not a scan of
         # the table. PostgreSQL's default random_page_cost (4, spinning disks) picked the scan
@@ -145,16 +175,21 @@ def _repair_batch(settings: Settings, statements: dict, run_id: int, lo: int, hi
                       "orphan_kind": e.orphan_kind, "mismatch_kinds": list(e.mismatch_kinds),
                       "kinds": list(e.kinds), "other_runs": other_runs}
             ins, upd, dele, keys = one(conn.execute(statements[e.name]["batch"], params))
-            if ins + upd + dele < keys:  # rows changed since detection: rare, so not a pass of every batch
-                skipped += conn.execute(statements[e.name]["mark_skipped"], params).rowcount
+            # rows left alone (changed since detection, or held back): rare, so not a pass of every batch
+            if ins + upd + dele < keys:
+                if statements[e.name]["hold_back"] is not None:
+                    held = conn.execute(statements[e.name]["hold_back"], params).fetchall()
+                    out.held_back += held[0][0]
+                    out.violations += [row[1:] for row in held if row[1] is not None]
+                out.skipped += conn.execute(statements[e.name]["mark_skipped"], params).rowcount
             if other_runs and ins + upd + dele:
                 conn.execute(statements[e.name]["mark_earlier"], params)
-            counts["insert"] += ins
-            counts["update"] += upd
-            counts["delete"] += dele
+            out.counts["insert"] += ins
+            out.counts["update"] += upd
+            out.counts["delete"] += dele
         sys.audit("chatsync.step", "repair:in_batch")
     sys.audit("chatsync.step", "repair:after_commit")
-    return counts, skipped
+    return out
 
 
 def _refresh_room_rows_of_findings(settings: Settings, run_id: int) -> None:
@@ -162,7 +197,7 @@ def _refresh_room_rows_of_findings(settings: Settings, run_id: int) -> None:
     (two databases): a repair writes the room side's values of the moment, as in one database."""
     with connection(settings, application_name="chatsync room keys") as conn, conn.transaction():
         for entity in ENTITIES:
-            empty_scope_keys(conn)
+            empty_scope_keys(conn, settings)
             conn.execute(J("INSERT INTO pg_temp.chatsync_scope_keys SELECT DISTINCT room_id, user_id "
                            "FROM {}.inconsistencies WHERE run_id = %s AND status = 'open' AND kind = ANY(%s)").format(
                 sql.Identifier(settings.ops_schema)), (run_id, list(entity.kinds)))
@@ -180,7 +215,8 @@ def repair(settings: Settings, run_id: int) -> RepairResult:
     ops = settings.ops_schema
     t0 = time.perf_counter()
     result = RepairResult(run_id)
-    statements = {es.entity.name: _statements(settings, es) for es in entity_sql(settings)}
+    statements = {ed.entity.name: _statements(settings, ed) for ed in entity_domains(settings)}
+    domains = load_mapping(settings.mapping_path).domains
     control = locks.control(settings)
 
     def on_control(fn, what: str):
@@ -204,22 +240,35 @@ def repair(settings: Settings, run_id: int) -> RepairResult:
         sys.audit("chatsync.step", "repair:before_batches")
         workers = max(1, min(settings.parallel_workers(), len(batches)))
 
-        def one_batch(i: int, lo: int, hi: int) -> None:
-            counts, skipped = with_retry(lambda: _repair_batch(settings, statements, run_id, lo, hi, compression),
-                                         settings, f"repair run {run_id} batch {i}/{len(batches)}")
+        def one_batch(i: int, lo, hi) -> None:
+            batch = with_retry(lambda: _repair_batch(settings, statements, run_id, lo, hi, compression),
+                               settings, f"repair run {run_id} batch {i}/{len(batches)}")
+            counts, skipped = batch.counts, batch.skipped
             with progress:
                 for action, n in counts.items():
                     result.by_action[action] += n
                 result.repaired += sum(counts.values())
                 result.skipped += skipped
+                result.held_back += batch.held_back
+                for field_name, value, room_id, user_id in batch.violations:
+                    result.room_domain_violations[field_name] = result.room_domain_violations.get(field_name, 0) + 1
+                    if logged[0] < LOGGED_VIOLATIONS:
+                        log.warning("run %s: held back room %s user %s: its %s %r is outside the mapping's "
+                                    "domain (%s); the chat row stays as it is", run_id, room_id,
+                                    "-" if user_id is None else user_id, field_name, value,
+                                    domains[field_name].describe())
+                    logged[0] += 1
                 result.batches += 1
                 done = result.batches
             log.info("run %s: repair batch %d/%d done (%d/%d; rooms %s..%s) changed %s, skipped %d findings",
-                     run_id, i, len(batches), done, len(batches), lo, hi if hi != _ROOM_ID_MAX else "end",
+                     run_id, i, len(batches), done, len(batches), lo, "end" if hi is None else hi,
                      counts, skipped)
 
         progress = threading.Lock()
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="repair") as pool:
+        logged = [0]  # held-back values logged one by one so far
+        # a room value the chat column cannot hold (a text too long for its varchar(n)...): one line
+        with value_errors(entity_sql(settings)), \
+                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="repair") as pool:
             futures = [pool.submit(one_batch, i, lo, hi) for i, (lo, hi) in enumerate(batches, 1)]
             for future in futures:
                 future.result()  # the first failure is raised; committed batches stay (resumable)
@@ -229,13 +278,14 @@ def repair(settings: Settings, run_id: int) -> RepairResult:
         def settle(conn) -> None:
             totals = conn.execute(J(
                 "SELECT count(*) FILTER (WHERE rolled_back_by IS NULL), "
-                "(SELECT count(*) FROM {ops}.inconsistencies WHERE run_id = %(r)s AND status = 'skipped') "
+                "(SELECT count(*) FROM {ops}.inconsistencies WHERE run_id = %(r)s AND status = 'skipped'), "
+                "(SELECT count(*) FROM {ops}.inconsistencies WHERE run_id = %(r)s AND status = 'open') "
                 "FROM {ops}.repair_audit WHERE run_id = %(r)s").format(ops=sql.Identifier(ops)),
                 {"r": run_id}).fetchone()
             # totals over the whole run, so a resumed repair reports what the run did in all
-            # with no finding skipped, every finding of the run is resolved: it is settled
+            # with no finding skipped or held back (open), every finding of the run is resolved: it is settled
             runs.update(conn, ops, run_id, status="repaired", repaired=totals[0], skipped=totals[1],
-                        settled_at=None if totals[1] else datetime.now().astimezone())
+                        settled_at=None if totals[1] or totals[2] else datetime.now().astimezone())
             runs.add_step_duration(conn, ops, run_id, "repair", result.seconds)
         on_control(settle, "record the totals")
     finally:
@@ -243,4 +293,8 @@ def repair(settings: Settings, run_id: int) -> RepairResult:
         locks.release_run(run_id)
     log.info("run %s: repaired %d rows (%s), %d findings skipped, %d batches on %d connections, in %.3fs",
              run_id, result.repaired, result.by_action, result.skipped, result.batches, workers, result.seconds)
+    if result.held_back:
+        log.warning("run %s: %d keys held back, their room values outside the mapping's domains (by field: %s); "
+                    "they stay open until the room data is fixed or the domain widened (%s.room_domain_violations)",
+                    run_id, result.held_back, result.room_domain_violations, ops)
     return result

@@ -16,12 +16,11 @@ from chatsync.consistency.decide import Decision, decide
 from chatsync.consistency.detect import DetectPlan, DetectResult
 from chatsync.consistency.engine import cache_follows, finish_without_validation, mark_major, validate_run
 from chatsync.consistency.repair import repair
-from chatsync.consistency.scope import Scope
+from chatsync.consistency.scope import Scope, json_keys
 from chatsync.db import runs
 from chatsync.db.connection import connection
 from chatsync.db.retry import with_retry
 from chatsync.errors import ChatsyncError, ValidationFailed
-from chatsync.model.sqlgen import ROOM_KEY_MAX, ROOM_KEY_MIN
 
 log = logging.getLogger("chatsync.engine")
 
@@ -51,7 +50,7 @@ def plan_step(settings: Settings, scope: Scope, triggered_by: str) -> list[dict]
         raise
     log.info("run %s: detect (%s) in %d part(s)", plan.run_id, plan.scope.kind, len(parts))
     return [{**plan.to_dict(), "part": i, "parts": len(parts),
-             "room_range": list(p.room_range) if p is not None and p.room_range else None}
+             "room_range": json_keys(p.room_range) if p is not None and p.room_range else None}
             for i, p in enumerate(parts, 1)]
 
 
@@ -61,10 +60,11 @@ def part_label(part: dict) -> str:
     if not part["room_range"]:
         return f"{head}: all rooms"
     lo, hi = part["room_range"]  # [lo, hi); the outer shards reach the ends of the key's span
-    if lo <= ROOM_KEY_MIN:
-        rooms = "all rooms" if hi >= ROOM_KEY_MAX else f"rooms below {hi}"
+    if lo is None:
+        rooms = "all rooms" if hi is None else f"rooms below {hi}"
     else:
-        rooms = f"rooms from {lo}" if hi >= ROOM_KEY_MAX else f"rooms {lo} to {hi - 1}"
+        rooms = (f"rooms from {lo}" if hi is None else f"rooms {lo} to {hi - 1}" if isinstance(hi, int)
+                 else f"rooms from {lo} to before {hi}")
     return f"{head}: {rooms}"
 
 

@@ -95,5 +95,25 @@ def migrate(settings: Settings, *, reference_schema: bool = False) -> list[str]:
 
         refresh.forget_shapes()
         refresh.shapes(settings)  # the copies of the room tables, shaped after the room database's
+    done_now += _key_columns(settings)
     return done_now
+
+
+def _key_columns(settings: Settings) -> list[str]:
+    """The ops tables' key columns in the mapped keys' type (bigint, uuid or text), converting
+    those of another type in place; nothing while the mapped tables do not exist yet (the next
+    `chatsync init` does it, and every pass refuses to run until then)."""
+    from chatsync.model import catalog, keys
+
+    catalog.forget()  # the tables may have just been created or altered
+    try:
+        wanted = keys.keys(settings)
+    except ConfigError as exc:
+        if "does not exist" not in str(exc):
+            raise
+        log.info("ops key columns left as they are until the mapped tables exist: %s", exc)
+        return []
+    with connection(settings) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        return [f"key column {c}" for c in keys.ensure_ops(conn, settings, wanted)]
 

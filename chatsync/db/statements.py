@@ -63,6 +63,12 @@ class SqlFolder:
         text = self.text(name)
         if "{unsettled_runs}" in text and "unsettled_runs" not in parts:
             parts["unsettled_runs"] = unsettled_runs(settings)
+        if "_key_type}" in text:  # the ops tables' column types of the mapped keys
+            from chatsync.model.keys import keys
+
+            mapped = keys(settings)
+            parts.setdefault("room_key_type", mapped.room.sql_type)
+            parts.setdefault("user_key_type", mapped.user.sql_type)
         return sql.SQL(text).format(**parts)
 
 

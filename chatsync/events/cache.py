@@ -26,6 +26,8 @@ from chatsync.config import REDIS_SOCKET_TIMEOUT_SECONDS, Settings
 from chatsync.db.connection import connection
 from chatsync.db.statements import sql_file
 from chatsync.errors import ConfigError
+from chatsync.model.keys import Key
+from chatsync.model.keys import keys as key_types
 from chatsync.model.mapping import load_mapping
 
 log = logging.getLogger("chatsync.cache")
@@ -51,11 +53,11 @@ def client_for(settings: Settings):
         raise ConfigError(f"CHATSYNC_REDIS_URL is not a valid Redis URL: {exc}") from None
 
 
-def room_key(settings: Settings, room_id: int) -> str:
+def room_key(settings: Settings, room_id: Key) -> str:
     return f"{settings.redis_prefix}room:{room_id}"
 
 
-def participants_key(settings: Settings, room_id: int) -> str:
+def participants_key(settings: Settings, room_id: Key) -> str:
     return f"{settings.redis_prefix}room:{room_id}:participants"
 
 
@@ -79,21 +81,24 @@ def participant_value(role, permissions, banned) -> str:
 def _queries(settings: Settings) -> tuple[sql.Composed, sql.Composed]:
     m = load_mapping(settings.mapping_path)
     rooms, parts = m["chat_rooms"], m["chat_participants"]
+    room_key_type = key_types(settings).room
     q_rooms = sql_file(settings, "cache_chat_rooms", chat_rooms=rooms.ident,
+                       room_order=room_key_type.in_code_point_order(rooms.col("room_id")),
                        **{c: rooms.col(c) for c in ("room_id", *ROOM_FIELDS)})
     q_parts = sql_file(settings, "cache_chat_participants", chat_participants=parts.ident,
+                       room_order=room_key_type.in_code_point_order(parts.col("room_id")),
                        **{c: parts.col(c) for c in ("room_id", "user_id", "role", "permissions", "banned")})
     return q_rooms, q_parts
 
 
 @dataclass
 class ChatRoom:
-    room_id: int
+    room_id: Key
     state: dict[str, str]
     participants: dict[str, str] = field(default_factory=dict)
 
 
-def load(settings: Settings, room_ids: Iterable[int] | None = None) -> Iterator[ChatRoom]:
+def load(settings: Settings, room_ids: Iterable[Key] | None = None) -> Iterator[ChatRoom]:
     """The chat state of the given rooms (all rooms when None), room by room in id order,
     streamed with server-side cursors (a full resync never holds the table in memory)."""
     q_rooms, q_parts = _queries(settings)
@@ -134,28 +139,38 @@ def _write_chunk(client, settings: Settings, rooms: list[ChatRoom]) -> None:
             swap.rename(tmp_room + ":participants", participants_key(settings, room.room_id))
         else:
             swap.delete(participants_key(settings, room.room_id))
-    swap.sadd(index_key(settings), *[r.room_id for r in rooms])
+    swap.sadd(index_key(settings), *[str(r.room_id) for r in rooms])
     swap.execute()
 
 
-def _drop(client, settings: Settings, room_ids: Iterable[int]) -> int:
+def _drop(client, settings: Settings, room_ids: Iterable[Key]) -> int:
     ids = list(room_ids)
     if not ids:
         return 0
     pipe = client.pipeline(transaction=True)
     for rid in ids:
         pipe.delete(room_key(settings, rid), participants_key(settings, rid))
-    pipe.srem(index_key(settings), *ids)
+    pipe.srem(index_key(settings), *map(str, ids))
     pipe.execute()
     return len(ids)
 
 
-def _cached_ids(client, settings: Settings) -> set[int]:
-    return {int(x) for x in client.smembers(index_key(settings))}
+def _cached_ids(client, settings: Settings) -> set:
+    """The room ids the cache's index holds, as the database gives them (a member that is no key
+    of the mapped type cannot be a chat room's: left out, and dropped by the next full resync)."""
+    room = key_types(settings).room
+    ids = set()
+    for member in client.smembers(index_key(settings)):
+        try:
+            ids.add(room.parse(text(member)))
+        except ValueError:
+            log.warning("cache index %s holds %r, not a room id of the mapped type: ignored",
+                        index_key(settings), member)
+    return ids
 
 
-def apply_keys(settings: Settings, client, rooms: Iterable[int],
-               participants: Iterable[tuple[int, int]]) -> int:
+def apply_keys(settings: Settings, client, rooms: Iterable[Key],
+               participants: Iterable[tuple[Key, Key]]) -> int:
     """Bring the named keys of the cache in line with the chat tables (what the worker does after
     each commit): a room's state hash and single participant fields, each written by one atomic
     command, so no reader sees a partial room. Returns the number of cache writes."""
@@ -175,12 +190,12 @@ def apply_keys(settings: Settings, client, rooms: Iterable[int],
         present.add(row[0])
         pipe.hset(room_key(settings, row[0]), mapping=room_hash(row[1:]))
     if present:
-        pipe.sadd(index_key(settings), *present)
+        pipe.sadd(index_key(settings), *map(str, present))
     gone = [r for r in rooms if r not in present]
     for rid in gone:
         pipe.delete(room_key(settings, rid), participants_key(settings, rid))
     if gone:
-        pipe.srem(index_key(settings), *gone)
+        pipe.srem(index_key(settings), *map(str, gone))
     for room_id, user_id, role, permissions, banned, exists in part_rows:
         if exists:
             pipe.hset(participants_key(settings, room_id), str(user_id), participant_value(role, permissions, banned))
@@ -202,13 +217,13 @@ class ResyncResult:
                 "seconds": round(self.seconds, 3)}
 
 
-def refresh(settings: Settings, client, room_ids: Iterable[int] | None = None) -> ResyncResult:
+def refresh(settings: Settings, client, room_ids: Iterable[Key] | None = None) -> ResyncResult:
     """Rebuild the cache of the given rooms (all when None) from the chat tables; rooms no longer
     in the chat tables leave the cache."""
     t0 = time.perf_counter()
     result = ResyncResult()
     wanted = None if room_ids is None else set(room_ids)
-    seen: set[int] = set()
+    seen: set[Key] = set()
     chunk: list[ChatRoom] = []
     for room in load(settings, wanted):
         chunk.append(room)
@@ -226,7 +241,7 @@ def refresh(settings: Settings, client, room_ids: Iterable[int] | None = None) -
     return result
 
 
-def resync(settings: Settings, rooms: Iterable[int] | None = None) -> ResyncResult:
+def resync(settings: Settings, rooms: Iterable[Key] | None = None) -> ResyncResult:
     client = client_for(settings)
     try:
         result = refresh(settings, client, rooms)
@@ -243,13 +258,13 @@ class VerifyResult:
     examples: list[dict] = field(default_factory=list)
     rooms_checked: int = 0
     seconds: float = 0.0
-    rooms: set[int] = field(default_factory=set)  # the rooms that differ
+    rooms: set[Key] = field(default_factory=set)  # the rooms that differ
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def add(self, kind: str, room_id: int, user_id: int | None = None) -> None:
+    def add(self, kind: str, room_id: Key, user_id: Key | None = None) -> None:
         self.counts[kind] += 1
         self.rooms.add(room_id)
         if len(self.examples) < EXAMPLES:
@@ -275,6 +290,7 @@ def _compare_chunk(client, settings: Settings, rooms: list[ChatRoom], result: Ve
         pipe.hgetall(room_key(settings, room.room_id))
         pipe.hgetall(participants_key(settings, room.room_id))
     replies = pipe.execute()
+    user_key = key_types(settings).user
     for i, room in enumerate(rooms):
         cached_state, cached_parts = decode_hash(replies[2 * i]), decode_hash(replies[2 * i + 1])
         if not cached_state:
@@ -284,21 +300,28 @@ def _compare_chunk(client, settings: Settings, rooms: list[ChatRoom], result: Ve
         for user, value in room.participants.items():
             got = cached_parts.get(user)
             if got is None:
-                result.add("cache_missing_participant", room.room_id, int(user))
+                result.add("cache_missing_participant", room.room_id, user_key.parse(user))
             elif got != value:
-                result.add("cache_participant_mismatch", room.room_id, int(user))
+                result.add("cache_participant_mismatch", room.room_id, user_key.parse(user))
         for user in cached_parts.keys() - room.participants.keys():
-            result.add("cache_orphan_participant", room.room_id, int(user))
+            result.add("cache_orphan_participant", room.room_id, _key_or_text(user_key, user))
 
 
-def verify(settings: Settings, rooms: Iterable[int] | None = None, client=None) -> VerifyResult:
+def _key_or_text(key, raw: str):
+    try:
+        return key.parse(raw)
+    except ValueError:  # a field no writer of chatsync's made: reported as it is
+        return raw
+
+
+def verify(settings: Settings, rooms: Iterable[Key] | None = None, client=None) -> VerifyResult:
     """Differences between the cache and the chat tables, counted by kind (nothing is changed)."""
     t0 = time.perf_counter()
     own = client is None
     client = client or client_for(settings)
     result = VerifyResult()
     wanted = None if rooms is None else set(rooms)
-    seen: set[int] = set()
+    seen: set[Key] = set()
     try:
         chunk: list[ChatRoom] = []
         for room in load(settings, wanted):

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 from chatsync.config import WHOLE_NUMBER
 from chatsync.errors import ValidationError
+from chatsync.model.keys import INTEGER_SPANS, Keys, KeyType
 
 PARTICIPANT_EVENTS = (
     "room.participant.added", "room.participant.removed", "room.participant.role_changed",
@@ -22,7 +23,7 @@ PARTICIPANT_EVENTS = (
 )
 ROOM_EVENTS = ("room.status.changed", "room.archived", "room.unarchived", "room.settings.changed")
 EVENT_TYPES = PARTICIPANT_EVENTS + ROOM_EVENTS
-MAX_ID = 2**63 - 1  # ids are bigint
+MAX_ID = 2**63 - 1  # whole-number ids are at most bigint
 MAX_EVENT_ID_CHARS = 200
 MAX_OFFSET = timedelta(hours=15, minutes=59)  # PostgreSQL refuses a larger time zone displacement
 QUOTE_CHARS = 60  # of a bad value quoted in a reason: a 1 MB field never makes a 1 MB reason
@@ -34,8 +35,8 @@ class Event:
     stream_id: str
     event_id: str
     type: str
-    room_id: int
-    user_id: int | None
+    room_id: int | uuid.UUID | str  # of the mapped key type (chatsync.model.keys)
+    user_id: int | uuid.UUID | str | None
     occurred_at: datetime  # in UTC
 
     @property
@@ -98,6 +99,24 @@ def _positive_id(fields: dict[str, str], name: str) -> int:
     return value
 
 
+def _key(fields: dict[str, str], name: str, key: KeyType | None):
+    """The id field `name` as the mapped key type reads it (no type given: a bigint)."""
+    if key is None or key.kind == "integer":
+        value = _positive_id(fields, name)
+        if key is not None and value >= INTEGER_SPANS[key.chat_type]:
+            raise ValidationError(f"field {name!r} is out of range for the key column ({key.chat_type}): "
+                                  f"{_quote(fields[name])}")
+        return value
+    raw = fields.get(name)
+    if not raw:
+        raise ValidationError(f"missing field {name!r}")
+    try:
+        return key.parse(raw)
+    except ValueError:
+        what = "a uuid" if key.kind == "uuid" else f"a key of the column's type ({key.chat_type})"
+        raise ValidationError(f"field {name!r} is not {what}: {_quote(raw)}") from None
+
+
 def _utc_time(fields: dict[str, str], name: str) -> datetime:
     raw = fields.get(name)
     if not raw:
@@ -119,8 +138,9 @@ def _utc_time(fields: dict[str, str], name: str) -> datetime:
                               f"{_quote(raw)}") from None
 
 
-def parse(stream_id: str, fields: dict) -> Event:
-    """A valid Event from a stream entry, or ValidationError naming what is wrong."""
+def parse(stream_id: str, fields: dict, keys: Keys | None = None) -> Event:
+    """A valid Event from a stream entry, or ValidationError naming what is wrong; room_id and
+    user_id are read as the mapped keys' type (none given: bigint)."""
     f = _decoded(fields)
     event_id = f.get("event_id")
     if not event_id:
@@ -130,8 +150,8 @@ def parse(stream_id: str, fields: dict) -> Event:
     type_ = f.get("type")
     if type_ not in EVENT_TYPES:
         raise ValidationError(f"unknown event type {_quote(type_)}" if type_ else "missing field 'type'")
-    room_id = _positive_id(f, "room_id")
-    user_id = _positive_id(f, "user_id") if type_ in PARTICIPANT_EVENTS else None
+    room_id = _key(f, "room_id", keys.room if keys else None)
+    user_id = _key(f, "user_id", keys.user if keys else None) if type_ in PARTICIPANT_EVENTS else None
     return Event(stream_id, event_id, type_, room_id, user_id, _utc_time(f, "occurred_at"))
 
 
@@ -153,18 +173,27 @@ def display_fields(fields: dict, max_chars: int = DISPLAY_CHARS) -> dict[str, st
     return {_shown(k, max_chars): _shown(v, max_chars) for k, v in fields.items()}
 
 
-def event_fields(type: str, room_id: int, user_id: int | None = None, *,
-                 occurred_at: datetime | None = None, event_id: str | None = None) -> dict[str, str]:
+def _keys_of(room_id, user_id) -> Keys:
+    """Key types a publisher's ids stand for (whole numbers, uuids or strings), to validate with."""
+    def kind(value) -> KeyType:
+        if isinstance(value, uuid.UUID):
+            return KeyType("id", "uuid", "uuid")
+        return KeyType("id", "text", "text") if isinstance(value, str) else KeyType("id", "integer", "bigint")
+    return Keys(kind(room_id), kind(user_id))
+
+
+def event_fields(type: str, room_id, user_id=None, *, occurred_at: datetime | None = None,
+                 event_id: str | None = None) -> dict[str, str]:
     """The stream fields of one event (validated: a bad event is refused at the source)."""
     fields = {"event_id": event_id or uuid.uuid4().hex, "type": type, "room_id": str(room_id),
               "occurred_at": (occurred_at or datetime.now(timezone.utc)).isoformat()}
     if user_id is not None:
         fields["user_id"] = str(user_id)
-    parse("-", fields)
+    parse("-", fields, _keys_of(room_id, user_id))
     return fields
 
 
-def publish(client, stream: str, type: str, room_id: int, user_id: int | None = None, *,
+def publish(client, stream: str, type: str, room_id, user_id=None, *,
             occurred_at: datetime | None = None, event_id: str | None = None) -> str:
     """Append one room event to the stream (what the room service calls after its commit).
     Returns the stream entry id."""

@@ -29,7 +29,10 @@ from chatsync.db.retry import with_retry
 from chatsync.db.statements import ops_ident
 from chatsync.errors import ChatsyncError, TransientError
 from chatsync.events import cache
+from chatsync.model import catalog
+from chatsync.model.keys import keys as key_types
 from chatsync.model.mapping import load_mapping
+from chatsync.model.sqlgen import changed_since
 
 log = logging.getLogger("chatsync.redis_recovery")
 J = sql.SQL
@@ -136,7 +139,7 @@ def read_room(settings: Settings, client, room_id: int) -> dict:
     return {"room": LOCAL.hgetall(keys[0]), "participants": LOCAL.hgetall(keys[1]), "source": "local"}
 
 
-def queue(settings: Settings, rooms: list[int], participants: list[tuple[int, int]], *, source: str,
+def queue(settings: Settings, rooms: list, participants: list, *, source: str,
           error: str) -> dict:
     """Record the keys the cache missed (durable) under the open outage, opening it if needed."""
     ops = ops_ident(settings)
@@ -151,8 +154,10 @@ def queue(settings: Settings, rooms: list[int], participants: list[tuple[int, in
             conn.execute(J("UPDATE {}.redis_outages SET overflowed = true WHERE id = %s").format(ops), (outage_id,))
             overflowed = True
         else:
+            mapped = key_types(settings)
             conn.execute(J("INSERT INTO {}.cache_outbox (outage_id, room_id, user_id, source) "
-                           "SELECT %s, r, u, %s FROM unnest(%s::bigint[], %s::bigint[]) AS k(r, u)").format(ops),
+                           "SELECT %s, r, u, %s FROM unnest(%s::{}[], %s::{}[]) AS k(r, u)").format(
+                ops, mapped.room.sql_type, mapped.user.sql_type),
                          (outage_id, source, [k[0] for k in keys], [k[1] for k in keys]))
             conn.execute(J("UPDATE {}.redis_outages SET queued = queued + %s WHERE id = %s").format(ops),
                          (len(keys), outage_id))
@@ -208,9 +213,9 @@ def _rooms_touched(conn, settings: Settings, outage_started, outbox_upto: int) -
     rooms = {r for (r,) in conn.execute(J("SELECT DISTINCT room_id FROM {}.cache_outbox WHERE id <= %s")
                                          .format(ops), (outbox_upto,))}
     for t in (m["chat_rooms"], m["chat_participants"]) if outage_started else ():
+        changed = changed_since(t.col("updated_at"), catalog.types(settings).of(t.key, "updated_at"), sql.Placeholder())
         rooms |= {r for (r,) in conn.execute(
-            J("SELECT DISTINCT {} FROM {} WHERE {} >= %s").format(t.col("room_id"), t.ident, t.col("updated_at")),
-            (outage_started,))}
+            J("SELECT DISTINCT {} FROM {} WHERE {}").format(t.col("room_id"), t.ident, changed), (outage_started,))}
     return rooms
 
 

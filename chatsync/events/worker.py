@@ -42,6 +42,8 @@ from chatsync.db.statements import bytea_array_text, sql_file
 from chatsync.errors import ChatsyncError, ValidationError
 from chatsync.events import cache, redis_recovery, stream_recovery
 from chatsync.events.envelope import Event, display_fields, parse, raw_entry
+from chatsync.model.keys import Key
+from chatsync.model.keys import keys as key_types
 from chatsync.model.mapping import load_mapping
 from chatsync.roomside import refresh as room_copy
 
@@ -76,7 +78,7 @@ class BatchResult:
     duplicates: int = 0
     dead_letters: list[dict] = field(default_factory=list)
     run_id: int | None = None
-    rooms: set[int] = field(default_factory=set)
+    rooms: set[Key] = field(default_factory=set)
 
     def merged(self, other: BatchResult) -> BatchResult:
         return BatchResult(self.entries + other.entries, self.applied + other.applied, self.noop + other.noop,
@@ -214,9 +216,10 @@ class Worker:
         events: list[Event] = []
         seen: set[str] = set()
         as_read = dict(entries)  # a dead letter keeps the entry as read
+        mapped = key_types(self.settings)  # ids are parsed as the mapped key columns' type
         for stream_id, fields in entries:
             try:
-                event = parse(stream_id, fields)
+                event = parse(stream_id, fields, mapped)
             except ValidationError as exc:
                 self._dead_letter(result, stream_id, fields, str(exc))
                 continue

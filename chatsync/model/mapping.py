@@ -1,8 +1,9 @@
-"""The mapping file: logical table/column names -> the application's real ones."""
+"""The mapping file: logical table/column names -> the application's real ones, and the values each
+field may hold (its optional ``domains:`` section)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import yaml
 from psycopg import sql
 
 from chatsync.errors import ConfigError
-from chatsync.model.rules import ENTITIES
+from chatsync.model.rules import ENTITIES, FIELDS
 
 # What chatsync needs of each logical table (the rules' columns plus keys and updated_at).
 REQUIRED: dict[str, set[str]] = {}
@@ -59,9 +60,82 @@ def mirror_name(key: str) -> str:
 
 
 @dataclass(frozen=True)
+class Domain:
+    """The values one field may hold (chatsync.model.domains turns it into SQL). Each part given
+    narrows it: a value must be one of ``allowed``, within [min, max], and set no bit outside ``mask``."""
+
+    allowed: tuple[str | int | float, ...] | None = None
+    min: int | None = None
+    max: int | None = None
+    mask: int | None = None
+
+    def describe(self) -> str:
+        """The domain as a person reads it in a log line or a report."""
+        parts = []
+        if self.allowed is not None:
+            parts.append("one of " + ", ".join(str(v) for v in self.allowed))
+        if self.min is not None:
+            parts.append(f"at least {self.min}")
+        if self.max is not None:
+            parts.append(f"at most {self.max}")
+        if self.mask is not None:
+            parts.append(f"no bit outside {self.mask:#x}")
+        return "; ".join(parts)
+
+
+DOMAIN_KEYS = ("allowed", "min", "max", "mask")
+MASK_MAX = 2**63 - 1  # a mask is read against a bigint: its sign bit cannot be an allowed bit
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_domains(section: object, path: str) -> dict[str, Domain]:
+    """The ``domains:`` section of a mapping file (None: no domain), or a ConfigError naming the
+    file and the entry."""
+    if section is None:
+        return {}
+    where = f"mapping file {path}: domains"
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} must map field names ({', '.join(FIELDS)}) to their domains")
+    domains = {}
+    for name, entry in section.items():
+        at = f"{where}.{name}"
+        if name not in FIELDS:
+            raise ConfigError(f"{at}: unknown field; the fields are {', '.join(FIELDS)}")
+        if not isinstance(entry, dict) or not entry:
+            raise ConfigError(f"{at} must be a mapping with any of {', '.join(DOMAIN_KEYS)}")
+        unknown = sorted(str(k) for k in entry if k not in DOMAIN_KEYS)
+        if unknown:
+            raise ConfigError(f"{at}: unknown key {', '.join(unknown)} (expected {', '.join(DOMAIN_KEYS)})")
+        allowed = entry.get("allowed")
+        if "allowed" in entry:
+            if not isinstance(allowed, list):
+                raise ConfigError(f"{at}.allowed must be a list of strings or numbers, got {allowed!r}")
+            if not allowed:
+                raise ConfigError(f"{at}.allowed is empty: no value would be allowed")
+            wrong = [v for v in allowed if isinstance(v, bool) or not isinstance(v, (str, int, float))]
+            if wrong:
+                raise ConfigError(f"{at}.allowed must hold strings or numbers only, got {wrong[0]!r}")
+            allowed = tuple(dict.fromkeys(allowed))
+        for key in ("min", "max", "mask"):
+            if key in entry and not _whole(entry[key]):
+                raise ConfigError(f"{at}.{key} must be a whole number, got {entry[key]!r}")
+        low, high, mask = entry.get("min"), entry.get("max"), entry.get("mask")
+        if low is not None and high is not None and low > high:
+            raise ConfigError(f"{at}: min {low} is greater than max {high}")
+        if mask is not None and not 0 <= mask <= MASK_MAX:
+            raise ConfigError(f"{at}.mask must be from 0 to {MASK_MAX} (the allowed bits of a bigint), got {mask}")
+        domains[str(name)] = Domain(allowed, low, high, mask)
+    return domains
+
+
+@dataclass(frozen=True)
 class Mapping:
     path: str
     tables: dict[str, Table]
+    domains: dict[str, Domain] = field(default_factory=dict)  # field name -> the values it may hold
 
     def __getitem__(self, key: str) -> Table:
         return self.tables[key]
@@ -73,12 +147,12 @@ class Mapping:
         tables = dict(self.tables)
         for key in ROOM_TABLES:
             tables[key] = Table(key, ops_schema, mirror_name(key), self.tables[key].columns)
-        return Mapping(self.path, tables)
+        return Mapping(self.path, tables, self.domains)
 
     def side(self, side: str) -> Mapping:
         """The tables of one side only (check_database per database)."""
         keys = ROOM_TABLES if side == "room" else CHAT_TABLES
-        return Mapping(self.path, {k: self.tables[k] for k in keys})
+        return Mapping(self.path, {k: self.tables[k] for k in keys}, self.domains)
 
     def check_database(self, conn) -> None:
         """Fail with a message naming each mapped table or column the database lacks."""
@@ -133,7 +207,7 @@ def load_mapping(path: str) -> Mapping:
         if missing:
             raise ConfigError(f"mapping file {path}: {key}.columns lacks {', '.join(missing)}")
         tables[key] = Table(key, schema, name, columns)
-    unknown = sorted(set(doc) - REQUIRED.keys())
+    unknown = sorted(set(doc) - REQUIRED.keys() - {"domains"})
     if unknown:
         raise ConfigError(f"mapping file {path}: unknown entries {', '.join(unknown)}")
-    return Mapping(str(p), tables)
+    return Mapping(str(p), tables, parse_domains(doc.get("domains"), path))

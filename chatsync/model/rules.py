@@ -3,7 +3,8 @@ Great Expectations suite (README, *The reference schema*).
 
 An *entity* pairs a room-side table (the truth) with its chat-side copy. Each compared *field*
 says how the chat value is derived from the room row and which inconsistency kind a difference
-counts as. Nothing here knows table or column names: those come from the mapping.
+counts as. Nothing here knows table or column names, nor which values a field may hold: those
+come from the mapping (its ``domains:`` section, chatsync.model.mapping).
 """
 
 from __future__ import annotations
@@ -32,26 +33,6 @@ KINDS: tuple[str, ...] = (
     BAN_MISMATCH,
 )
 
-ROOM_STATUSES: tuple[str, ...] = ("DRAFT", "UPCOMING", "LIVE", "ENDED", "CANCELLED")
-ROLES: tuple[str, ...] = ("OWNER", "ADMIN", "EVENT_ADMIN", "MODERATOR", "SPEAKER", "MEMBER", "GUEST")
-
-# Permission bit mask: one bit per capability. Values outside [0, PERMISSIONS_MAX] are impossible.
-PERMISSION_BITS: dict[str, int] = {
-    "READ": 1 << 0,
-    "SEND_MESSAGE": 1 << 1,
-    "SEND_MEDIA": 1 << 2,
-    "REACT": 1 << 3,
-    "REPLY_THREAD": 1 << 4,
-    "PIN_MESSAGE": 1 << 5,
-    "DELETE_OWN": 1 << 6,
-    "DELETE_ANY": 1 << 7,
-    "MUTE_USER": 1 << 8,
-    "BAN_USER": 1 << 9,
-    "MANAGE_ROLES": 1 << 10,
-    "MANAGE_ROOM": 1 << 11,
-}
-PERMISSIONS_MAX: int = sum(PERMISSION_BITS.values())
-
 Transform = Literal["copy", "is_not_null"]
 
 
@@ -63,8 +44,6 @@ class Field:
     room: str  # logical room column
     kind: str  # inconsistency kind when they differ
     transform: Transform = "copy"  # chat = room  |  chat = (room IS NOT NULL)
-    allowed: tuple[str, ...] | None = None  # allowed values on the chat side (GX)
-    between: tuple[int, int] | None = None  # inclusive range on the chat side (GX)
 
 
 @dataclass(frozen=True)
@@ -102,7 +81,7 @@ ROOM = Entity(
     missing_kind=MISSING_CHAT_ROOM,
     orphan_kind=ORPHAN_CHAT_ROOM,
     fields=(
-        Field("status", "status", ROOM_STATE_MISMATCH, allowed=ROOM_STATUSES),
+        Field("status", "status", ROOM_STATE_MISMATCH),
         Field("is_public", "is_public", ROOM_STATE_MISMATCH),
         Field("chat_enabled", "chat_enabled", ROOM_STATE_MISMATCH),
         Field("archived", "archived_at", ROOM_STATE_MISMATCH, transform="is_not_null"),
@@ -119,8 +98,8 @@ PARTICIPANT = Entity(
     missing_kind=MISSING_PARTICIPANT,
     orphan_kind=ORPHAN_PARTICIPANT,
     fields=(
-        Field("role", "role", ROLE_MISMATCH, allowed=ROLES),
-        Field("permissions", "permissions", PERMISSIONS_MISMATCH, between=(0, PERMISSIONS_MAX)),
+        Field("role", "role", ROLE_MISMATCH),
+        Field("permissions", "permissions", PERMISSIONS_MISMATCH),
         Field("banned", "banned_at", BAN_MISMATCH, transform="is_not_null"),
     ),
 )
@@ -137,3 +116,6 @@ def entity_of_kind(kind: str) -> Entity:
 
 
 assert set(KINDS) == {k for e in ENTITIES for k in e.kinds}, "every kind belongs to one entity"
+# A field is named by its chat column's logical name alone (the mapping's domains: section).
+FIELDS: dict[str, tuple[Entity, Field]] = {f.chat: (e, f) for e in ENTITIES for f in e.fields}
+assert len(FIELDS) == sum(len(e.fields) for e in ENTITIES), "field names are unique across entities"

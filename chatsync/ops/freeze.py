@@ -16,7 +16,10 @@ from chatsync.config import MAX_FREEZE_TTL_SECONDS, Settings
 from chatsync.db.connection import connection
 from chatsync.db.statements import sql_file
 from chatsync.errors import ConfigError
+from chatsync.model import catalog
+from chatsync.model.keys import json_keys, keys
 from chatsync.model.mapping import load_mapping
+from chatsync.model.sqlgen import now_for
 
 log = logging.getLogger("chatsync.freeze")
 
@@ -24,10 +27,12 @@ log = logging.getLogger("chatsync.freeze")
 def _parts(settings: Settings) -> dict:
     rooms = load_mapping(settings.mapping_path)["chat_rooms"]
     return {"ops": sql.Identifier(settings.ops_schema), "chat_rooms": rooms.ident, "room_id": rooms.col("room_id"),
-            "writes_frozen": rooms.col("writes_frozen"), "updated_at": rooms.col("updated_at")}
+            "writes_frozen": rooms.col("writes_frozen"), "updated_at": rooms.col("updated_at"),
+            # the time of the change; UTC in a timestamp without time zone, whatever the session's TimeZone
+            "now": now_for(catalog.types(settings).of("chat_rooms", "updated_at"))}
 
 
-def _refresh_cache(settings: Settings, rooms: list[int]) -> str | None:
+def _refresh_cache(settings: Settings, rooms: list) -> str | None:
     if not settings.redis_url or not rooms:
         return None
     from chatsync.events import cache, redis_recovery
@@ -44,13 +49,14 @@ def _refresh_cache(settings: Settings, rooms: list[int]) -> str | None:
         client.close()
 
 
-def freeze(settings: Settings, rooms: list[int], reason: str, ttl_seconds: int, by: str = "cli", *,
+def freeze(settings: Settings, rooms: list, reason: str, ttl_seconds: int, by: str = "cli", *,
            require_chat_room: bool = False) -> dict:
     """Freeze writes on these rooms. A room without a chat room gets its lease all the same and is
     reported in no_chat_room (the major-inconsistency procedure freezes every room it names);
     with require_chat_room it is an error instead, and nothing is frozen (the CLI's one room)."""
     if not rooms:
         raise ConfigError("freeze: no room id given")
+    rooms = keys(settings).room.parse_all(rooms, "freeze")
     if not reason or not reason.strip():
         raise ConfigError("freeze: --reason is required (it is shown to operators and in the alert)")
     if not 0 < ttl_seconds <= MAX_FREEZE_TTL_SECONDS:
@@ -66,11 +72,12 @@ def freeze(settings: Settings, rooms: list[int], reason: str, ttl_seconds: int, 
     expires = max((e for _, e in flagged), default=None)
     cache_error = _refresh_cache(settings, [r for r, _ in flagged])
     log.warning(alerts.structured("freeze", rooms=sorted(set(rooms)), reason=reason, by=by, ttl_s=ttl_seconds))
-    return {"frozen": sorted(r for r, _ in flagged), "no_chat_room": missing,
+    return {"frozen": json_keys(sorted(r for r, _ in flagged)), "no_chat_room": json_keys(missing),
             "expires_at": expires.isoformat() if expires else None, "cache_error": cache_error}
 
 
-def unfreeze(settings: Settings, rooms: list[int] | None = None, *, expired: bool = False) -> dict:
+def unfreeze(settings: Settings, rooms: list | None = None, *, expired: bool = False) -> dict:
+    rooms = keys(settings).room.parse_all(rooms or [], "unfreeze")
     with connection(settings) as conn:
         lifted = conn.execute(sql_file(settings, "unfreeze_rooms", **_parts(settings)),
                               {"rooms": sorted(set(rooms or [])), "expired": expired}).fetchall()
@@ -80,7 +87,8 @@ def unfreeze(settings: Settings, rooms: list[int] | None = None, *, expired: boo
         alerts.notify("freeze_lease_expired", f"write freeze lease ended for rooms {sorted(r for r, *_ in lifted)}: "
                       "writes resumed (the procedure that froze them did not finish)",
                       rooms=[r for r, *_ in lifted], reasons=sorted({reason for _, reason, _, _ in lifted}))
-    return {"unfrozen": sorted(r for r, *_ in lifted), "writes_resumed": resumed, "cache_error": cache_error}
+    return {"unfrozen": json_keys(sorted(r for r, *_ in lifted)), "writes_resumed": json_keys(resumed),
+            "cache_error": cache_error}
 
 
 def expire(settings: Settings) -> dict:

@@ -114,15 +114,30 @@ def resolve_open(settings: Settings, start: datetime, end: datetime) -> dict:
     return out
 
 
+def room_domain_violations(settings: Settings, start: datetime, end: datetime) -> dict:
+    """The room values repairs held back over the interval, outside their field's domain (the
+    mapping's domains:): the room side's data to fix, or a domain to widen."""
+    with connection(settings) as conn:
+        by_field = [{"entity": e, "field": f, "keys": k, "recorded": n, "runs": r,
+                     "latest": {"value": v, "room_id": room, "user_id": user}}
+                    for e, f, k, n, r, v, room, user in conn.execute(
+                        sql_file(settings, "maint_room_domain_violations", ops=ops_ident(settings)),
+                        {"start": start, "end": end})]
+    return {"keys": sum(x["keys"] for x in by_field), "by_field": by_field}
+
+
 def daily_review(settings: Settings, start: datetime, end: datetime) -> dict:
-    """The read-only half of the daily run: sync-log review and performance analysis."""
+    """The read-only half of the daily run: sync-log review, performance analysis and the room
+    values held back."""
     return jsonable({"sync_review": sync_review(settings, start, end),
-                     "performance": performance(settings, start, end)})
+                     "performance": performance(settings, start, end),
+                     "room_domain_violations": room_domain_violations(settings, start, end)})
 
 
 def daily_report(settings: Settings, start: datetime, end: datetime, review: dict, resolution: dict) -> dict:
     report = {"interval": [start.isoformat(), end.isoformat()], **review, "resolution": jsonable(resolution)}
-    attention = bool(report["performance"]["regressions"] or report["resolution"]["recurring"])
+    attention = bool(report["performance"]["regressions"] or report["resolution"]["recurring"]
+                     or report.get("room_domain_violations", {}).get("by_field"))
     return store(settings, "daily", start, end, report, daily_markdown(report), attention)
 
 
@@ -231,6 +246,8 @@ def _retention_rules(settings: Settings) -> list[tuple[str, int, sql.Composable]
         ("alert_log", settings.retention_alert_log_days, J("a.sent_at < %(cutoff)s")),
         ("inconsistencies", settings.retention_findings_days,
          J("a.resolved_at IS NOT NULL AND a.resolved_at < %(cutoff)s")),
+        # each run holding a key back records its value again: kept as long as findings
+        ("room_domain_violations", settings.retention_findings_days, J("a.detected_at < %(cutoff)s")),
         # the audit outlives the rollback window, and any key an open inconsistency still names
         ("repair_audit", settings.rollback_window_days, J(
             "a.changed_at < %(cutoff)s AND NOT EXISTS (SELECT 1 FROM {ops}.inconsistencies AS o WHERE "

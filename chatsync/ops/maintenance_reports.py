@@ -46,8 +46,32 @@ def daily_markdown(r: dict) -> str:
              f"{res['still_differing']}, repaired: {res['repaired']}"
              + (f" (run {res['rechecked_run']})" if res["rechecked_run"] is not None else ""),
              *([f"- **recurring** {x['kind']} room {x['room_id']} user {x['user_id']}: found by {x['runs']} runs"
-                for x in res["recurring"]] or ["- no recurring key"])]
+                for x in res["recurring"]] or ["- no recurring key"]),
+             *domain_violations_markdown(r.get("room_domain_violations"))]
     return "\n".join(lines) + "\n"
+
+
+def _table_cell(text: str) -> str:
+    """A room's own text in a table cell's code span: a pipe would end the cell, a backtick the span."""
+    return text.replace("|", "\\|").replace("`", "'")
+
+
+def domain_violations_markdown(v: dict | None) -> list[str]:
+    """The daily report's section on room values held back (outside their field's domain)."""
+    if v is None:  # a report of a version before domains
+        return []
+    lines = ["", "## Room values outside their domain"]
+    if not v["by_field"]:
+        return [*lines, "- none held back"]
+    lines += [f"- **held back** {v['keys']} keys: their room value is outside the mapping's domain, so the chat "
+              "side was left as it was; fix the room data or widen the domain, then check again", "",
+              "| entity | field | keys | recorded | runs | latest |", "|---|---|---|---|---|---|"]
+    for x in v["by_field"]:
+        latest = x["latest"]
+        where = f"room {latest['room_id']}" + ("" if latest["user_id"] is None else f" user {latest['user_id']}")
+        lines.append(f"| {x['entity']} | {x['field']} | {x['keys']} | {x['recorded']} | {x['runs']} | "
+                     f"`{_table_cell(latest['value'])}` ({where}) |")
+    return lines
 
 
 def weekly_markdown(r: dict) -> str:
@@ -169,6 +193,8 @@ def attention_lines(report: dict) -> list[str]:
         out.append(f"regression {x['metric']} {x['value']} vs {x['baseline']}")
     for x in report.get("resolution", {}).get("recurring", []):
         out.append(f"recurring {x['kind']} room {x['room_id']} user {x['user_id']} ({x['runs']} runs)")
+    for x in report.get("room_domain_violations", {}).get("by_field", []):
+        out.append(f"room values outside the {x['field']} domain held back on {x['keys']} keys")
     for x in report.get("indexes", {}).get("failed", []):
         out.append(f"reindex failed {x['index']}: {x['error']}")
     return out[:20]

@@ -21,16 +21,17 @@ from chatsync.db import runs
 from chatsync.db.connection import connection
 from chatsync.db.statements import ops_ident, sql_file
 from chatsync.errors import ChatsyncError, ConfigError
+from chatsync.model.keys import json_keys, keys
 from chatsync.model.rules import ENTITIES
 from chatsync.ops import freeze
 
 log = logging.getLogger("chatsync.major")
 
 
-def rooms_of(settings: Settings, rooms: list[int] | None, run_id: int | None) -> list[int]:
+def rooms_of(settings: Settings, rooms: list | None, run_id: int | None) -> list:
     """The rooms to treat: given, or those the (major) run found inconsistent."""
-    if rooms:
-        return sorted({int(r) for r in rooms})
+    if rooms:  # as JSON holds them: the procedure's tasks pass them on by XCom
+        return json_keys(sorted(set(keys(settings).room.parse_all(rooms, "chat_major_inconsistency param rooms"))))
     if run_id is None:
         raise ConfigError("chat_major_inconsistency needs room ids (param rooms) or the major run (param run_id)")
     with connection(settings) as conn:
@@ -38,21 +39,21 @@ def rooms_of(settings: Settings, rooms: list[int] | None, run_id: int | None) ->
                                             {"run_id": run_id})]
     if not found:
         raise ConfigError(f"run {run_id} has no unresolved inconsistency: nothing to treat")
-    return found
+    return json_keys(found)
 
 
-def stop_writes(settings: Settings, rooms: list[int], lease_seconds: int, by: str) -> dict:
+def stop_writes(settings: Settings, rooms: list, lease_seconds: int, by: str) -> dict:
     out = freeze.freeze(settings, rooms, f"major inconsistency procedure ({by})", lease_seconds, by=by)
     alerts.notify("major_inconsistency", f"writes frozen on {len(out['frozen'])} chat rooms until {out['expires_at']} "
                   f"while the major-inconsistency procedure runs ({by})", rooms=rooms, event="firing")
     return out
 
 
-def analyse(settings: Settings, rooms: list[int], by: str) -> dict:
+def analyse(settings: Settings, rooms: list, by: str) -> dict:
     found = detect(settings, Scope("rooms", rooms=tuple(rooms)), triggered_by=by)
     ops = ops_ident(settings)
     with connection(settings) as conn:
-        extent = [{"room_id": r, "kind": k, "keys": n, "since": s.isoformat() if s else None}
+        extent = [{"room_id": json_keys([r])[0], "kind": k, "keys": n, "since": s.isoformat() if s else None}
                   for r, k, n, s in conn.execute(sql_file(settings, "major_extent", ops=ops), {"run_id": found.run_id})]
         causes = [{"source": src, "what": what, "count": n, "last": last.isoformat() if last else None}
                   for src, what, n, last in conn.execute(sql_file(settings, "major_likely_causes", ops=ops), {
@@ -99,7 +100,7 @@ def plan_markdown(summary: dict, counts: dict[str, int], rooms: int) -> str:
     return "\n".join(lines)
 
 
-def resume_writes(settings: Settings, rooms: list[int], run_id: int) -> dict:
+def resume_writes(settings: Settings, rooms: list, run_id: int) -> dict:
     out = freeze.unfreeze(settings, rooms)
     with connection(settings) as conn:
         status = runs.require(conn, settings.ops_schema, run_id)["status"]
@@ -108,17 +109,18 @@ def resume_writes(settings: Settings, rooms: list[int], run_id: int) -> dict:
     return out
 
 
-def finish(settings: Settings, rooms: list[int], run_id: int | None, *, resumed: bool, rejected: bool) -> dict:
+def finish(settings: Settings, rooms: list, run_id: int | None, *, resumed: bool, rejected: bool) -> dict:
     """The procedure's last word, whatever happened before. Resumed: nothing to add. Rejected by
     the operator: writes stay frozen until the lease ends (a person decides what next). Stopped
     by a failure: the same, and the run fails so the DAG's failure alert fires."""
     if resumed:
         return {"outcome": "resumed", "rooms": rooms}
     with connection(settings) as conn:
-        held = conn.execute(sql.SQL("SELECT room_id, expires_at FROM {}.freezes WHERE room_id = ANY(%s) "
-                                    "ORDER BY room_id").format(ops_ident(settings)), (rooms,)).fetchall()
+        held = conn.execute(sql.SQL("SELECT room_id, expires_at FROM {}.freezes WHERE room_id = ANY(%s::{}[]) "
+                                    "ORDER BY room_id").format(ops_ident(settings), keys(settings).room.sql_type),
+                            (rooms,)).fetchall()
     until = max((e for _, e in held), default=None)
-    still = [r for r, _ in held]
+    still = json_keys([r for r, _ in held])
     how = "the correction plan was rejected" if rejected else "the procedure stopped before resuming writes"
     resume = ", ".join(f"`chatsync unfreeze {r}`" for r in still) or "`chatsync unfreeze ROOM_ID`"
     message = f"run {run_id}: {how}; writes stay frozen on rooms {still} until {until} (the lease), or until {resume}"

@@ -20,6 +20,7 @@ from psycopg import sql
 from chatsync.config import Settings
 from chatsync.db.connection import connection, one
 from chatsync.errors import ConfigError
+from chatsync.model.keys import Keys, keys
 from chatsync.model.mapping import ROOM_TABLES, Table, load_mapping
 from chatsync.model.rules import ENTITIES, Entity
 
@@ -44,6 +45,7 @@ class Shape:
     copy: Table  # in the chat database (ops schema)
     columns: tuple[Column, ...]
     keys: tuple[str, ...]  # key column names, room id first
+    key_types: Keys  # how chatsync's own tables hold them
 
     @property
     def room_col(self) -> sql.Identifier:
@@ -79,11 +81,20 @@ class Shape:
 
     def source_fingerprints(self, where: sql.Composable) -> sql.Composed:
         """(room_id, row_count, hash) per room of the room table, computed in the room database."""
-        return J("SELECT {room}::bigint, count(*)::bigint, bit_xor({h}) FROM {t} AS r WHERE {w} GROUP BY 1").format(
-            room=sql.Identifier("r", self.keys[0]), h=self.row_hash("r", source=True), t=self.source.ident, w=where)
+        return J("SELECT {room}::{key}, count(*)::bigint, bit_xor({h}) FROM {t} AS r WHERE {w} GROUP BY 1").format(
+            room=sql.Identifier("r", self.keys[0]), key=self.key_types.room.sql_type,
+            h=self.row_hash("r", source=True), t=self.source.ident, w=where)
 
-    def in_range(self, alias: str) -> sql.Composed:
-        return J("{col} >= %(room_lo)s AND {col} < %(room_hi)s").format(col=sql.Identifier(alias, self.keys[0]))
+    def key_columns(self) -> sql.Composable:
+        """room_id, user_id of a room row as chatsync's own tables hold them (user NULL for rooms)."""
+        keys: list[sql.Composable] = [J("{}::{}").format(sql.Identifier("r", k), t.sql_type)
+                for k, t in zip(self.keys, (self.key_types.room, self.key_types.user))]
+        if len(keys) == 1:
+            keys.append(self.key_types.user.null())
+        return J(", ").join(keys)
+
+    def in_range(self, alias: str) -> sql.Composable:
+        return self.key_types.room.in_range(sql.Identifier(alias, self.keys[0]))
 
 
 def _entity_of(key: str) -> Entity:
@@ -106,6 +117,7 @@ def shapes(settings: Settings, room_conn) -> list[Shape]:
     """The shapes of both room tables, read from the room database's catalog."""
     mapping = load_mapping(settings.mapping_path)
     copies = mapping.with_room_mirror(settings.ops_schema)
+    key_types = keys(settings)
     out = []
     for key in ROOM_TABLES:
         source = mapping[key]
@@ -123,8 +135,8 @@ def shapes(settings: Settings, room_conn) -> list[Shape]:
                 continue  # two logical names for one column: copied once
             typ, builtin = catalog[real]
             columns.append(Column(real, typ if builtin else "text", not builtin))
-        keys = tuple(source.columns[k] for k in entity.room_key)
-        out.append(Shape(entity, source, copies[key], tuple(columns), keys))
+        names = tuple(source.columns[k] for k in entity.room_key)
+        out.append(Shape(entity, source, copies[key], tuple(columns), names, key_types))
     return out
 
 

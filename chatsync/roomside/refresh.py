@@ -36,7 +36,9 @@ from chatsync.config import Settings
 from chatsync.db.connection import connection, one
 from chatsync.db.statements import sql_file
 from chatsync.errors import TransientError
-from chatsync.model.sqlgen import ROOM_KEY_MAX, ROOM_KEY_MIN
+from chatsync.model import catalog
+from chatsync.model import keys as key_types
+from chatsync.model.sqlgen import changed_since
 from chatsync.roomside import mirror
 from chatsync.roomside.mirror import Shape
 from chatsync.roomside.transfer import Moved, stream
@@ -98,7 +100,8 @@ def _stage(conn, shape: Shape, rows: bool = True) -> None:
         conn.execute(J("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DROP").format(
             sql.Identifier(_stage_name(shape)), shape.copy.ident))
         conn.execute(J("TRUNCATE {}").format(_stage_table(shape)))
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_mirror_rooms (room_id bigint) ON COMMIT DROP")
+    conn.execute(J("CREATE TEMP TABLE IF NOT EXISTS chatsync_mirror_rooms (room_id {}) ON COMMIT DROP").format(
+        shape.key_types.room.sql_type))
     conn.execute("TRUNCATE pg_temp.chatsync_mirror_rooms")
 
 
@@ -141,7 +144,7 @@ def _rooms_in(alias: str, shape: Shape) -> sql.Composed:
     return J("{} = {}").format(sql.Identifier(alias, shape.keys[0]), ROOMS_OF_THE_REFRESH)
 
 
-def _copy_rooms(settings: Settings, shape: Shape, rooms: list[int], moved: Moved) -> None:
+def _copy_rooms(settings: Settings, shape: Shape, rooms: list, moved: Moved) -> None:
     """The named rooms of one table, whole, into the copy: staged, then merged (only the rows
     that changed are written, so the triggers of maintained fingerprints log only those); one
     transaction."""
@@ -153,15 +156,15 @@ def _copy_rooms(settings: Settings, shape: Shape, rooms: list[int], moved: Moved
                 copy.write_row((room,))
         for i in range(0, len(rooms), ROOMS_PER_STATEMENT):
             chunk = rooms[i:i + ROOMS_PER_STATEMENT]
-            stream(room_conn, shape.source_select(J("{} = ANY(%(rooms)s::bigint[])").format(
-                sql.Identifier("r", shape.keys[0]))), {"rooms": chunk},
+            stream(room_conn, shape.source_select(J("{} = ANY({})").format(
+                sql.Identifier("r", shape.keys[0]), shape.key_types.room.array("rooms"))), {"rooms": chunk},
                 conn, J("{} ({})").format(_stage_table(shape), shape.column_list()), moved, "room_copy:rows")
         conn.execute(J("ANALYZE {}").format(_stage_table(shape)))
         conn.execute("ANALYZE pg_temp.chatsync_mirror_rooms")
         _merge(conn, settings, shape, _rooms_in("m", shape), {})
 
 
-def _copy_range(settings: Settings, shape: Shape, lo: int, hi: int, moved: Moved) -> None:
+def _copy_range(settings: Settings, shape: Shape, lo, hi, moved: Moved) -> None:
     """One room-id range of one table, whole, into the copy: one transaction. Where the copy
     holds nothing of the range yet (a first pass), the rows go straight into it, the loads of one
     pass side by side under the copy's shared lock (two passes loading the same empty range at
@@ -192,14 +195,14 @@ def _copy_range(settings: Settings, shape: Shape, lo: int, hi: int, moved: Moved
         _record_fingerprints(conn, settings, shape)
 
 
-def _range_cuts(counts: list[tuple[int, int]], lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
+def _range_cuts(counts: list[tuple], lo, hi, parts: int) -> list[tuple]:
     """[lo, hi) cut at room ids so that each part holds about the same number of rows."""
     total = sum(n for _, n in counts)
     if parts <= 1 or total == 0:
         return [(lo, hi)]
     cuts, acc, share = [lo], 0, total / parts
     for room, n in counts:
-        if acc >= share * len(cuts) and room > cuts[-1]:
+        if acc >= share * len(cuts) and (cuts[-1] is None or room > cuts[-1]):
             cuts.append(room)
         acc += n
     cuts.append(hi)
@@ -224,15 +227,16 @@ def _note_a_lost_copy(conn, settings: Settings, shape: Shape) -> None:
                     "'chatsync fingerprints install'", shape.copy.qualified)
 
 
-def _sync_shape(settings: Settings, shape: Shape, lo: int, hi: int) -> Moved:
+def _sync_shape(settings: Settings, shape: Shape, lo, hi) -> Moved:
     moved = Moved()
     t0 = time.perf_counter()
     params = {"room_lo": lo, "room_hi": hi, "entity": shape.entity.name}
     with connection(settings, side="room", application_name="chatsync room fingerprints") as room_conn, \
             connection(settings, application_name="chatsync room fingerprints") as conn, conn.transaction():
         _note_a_lost_copy(conn, settings, shape)
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS chatsync_room_fingerprints "
-                     "(room_id bigint, row_count bigint, hash bigint) ON COMMIT DROP")
+        conn.execute(J("CREATE TEMP TABLE IF NOT EXISTS chatsync_room_fingerprints "
+                       "(room_id {}, row_count bigint, hash bigint) ON COMMIT DROP").format(
+            shape.key_types.room.sql_type))
         conn.execute("TRUNCATE pg_temp.chatsync_room_fingerprints")
         stream(room_conn, shape.source_fingerprints(shape.in_range("r")), params,
                conn, J("pg_temp.chatsync_room_fingerprints (room_id, row_count, hash)"), moved)
@@ -257,7 +261,7 @@ def _sync_shape(settings: Settings, shape: Shape, lo: int, hi: int) -> Moved:
         ranges = _range_cuts(counts, lo, hi, workers)
         lock = threading.Lock()
 
-        def one_range(bounds: tuple[int, int]) -> None:
+        def one_range(bounds: tuple) -> None:
             part = Moved()
             _copy_range(settings, shape, bounds[0], bounds[1], part)
             with lock:
@@ -284,13 +288,13 @@ def _sync_shape(settings: Settings, shape: Shape, lo: int, hi: int) -> Moved:
     return moved
 
 
-def sync(settings: Settings, room_range: tuple[int, int] | None = None) -> Moved | None:
+def sync(settings: Settings, room_range: tuple | None = None) -> Moved | None:
     """Bring the copy (or the rooms of room_range) in line with the room database; None when the
     room side shares the chat side's database."""
     if not settings.two_databases:
         return None
     t0 = time.perf_counter()
-    lo, hi = room_range or (ROOM_KEY_MIN, ROOM_KEY_MAX)
+    lo, hi = room_range or (None, None)
     total = Moved()
     # the tables side by side: each its own connections, transactions and lock
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="room-sync") as pool:
@@ -304,7 +308,7 @@ def sync(settings: Settings, room_range: tuple[int, int] | None = None) -> Moved
     return total
 
 
-def refresh_rooms(settings: Settings, rooms: list[int]) -> Moved | None:
+def refresh_rooms(settings: Settings, rooms: list) -> Moved | None:
     """The named rooms of both tables, whole, from the room database."""
     if not settings.two_databases:
         return None
@@ -324,11 +328,10 @@ def add_changed_room_keys(conn, settings: Settings, entity_name: str, since) -> 
     if not settings.two_databases:
         return 0
     shape = _shape_of(settings, entity_name)
-    keys: list[sql.Composable] = [J("{}::bigint").format(sql.Identifier("r", k)) for k in shape.keys]
-    if len(keys) == 1:
-        keys.append(J("NULL::bigint"))
     updated = sql.Identifier("r", shape.source.columns["updated_at"])
-    select = J("SELECT {} FROM {} AS r WHERE {} >= %(since)s").format(J(", ").join(keys), shape.source.ident, updated)
+    # a timestamp without time zone read as UTC, whatever the room connection's TimeZone
+    changed = changed_since(updated, catalog.types(settings).of(shape.source.key, "updated_at"))
+    select = J("SELECT {} FROM {} AS r WHERE {}").format(shape.key_columns(), shape.source.ident, changed)
     moved = Moved()
     with connection(settings, side="room", application_name="chatsync room keys") as room_conn:
         stream(room_conn, select, {"since": since}, conn,
@@ -354,11 +357,13 @@ def refresh_scope_keys(conn, settings: Settings, entity_name: str) -> Moved | No
             for i in range(0, len(keys), KEYS_PER_STATEMENT):
                 chunk = keys[i:i + KEYS_PER_STATEMENT]
                 if has_user:
-                    where = J("({}, {}) IN (SELECT * FROM unnest(%(rooms)s::bigint[], %(users)s::bigint[]))").format(
-                        sql.Identifier("r", shape.keys[0]), sql.Identifier("r", shape.keys[1]))
+                    where = J("({}, {}) IN (SELECT * FROM unnest({}, {}))").format(
+                        sql.Identifier("r", shape.keys[0]), sql.Identifier("r", shape.keys[1]),
+                        shape.key_types.room.array("rooms"), shape.key_types.user.array("users"))
                     params = {"rooms": [k[0] for k in chunk], "users": [k[1] for k in chunk]}
                 else:
-                    where = J("{} = ANY(%(rooms)s::bigint[])").format(sql.Identifier("r", shape.keys[0]))
+                    where = J("{} = ANY({})").format(sql.Identifier("r", shape.keys[0]),
+                                                     shape.key_types.room.array("rooms"))
                     params = {"rooms": [k[0] for k in chunk]}
                 stream(room_conn, shape.source_select(where), params,
                        conn, J("{} ({})").format(_stage_table(shape), shape.column_list()), moved)
@@ -380,9 +385,19 @@ def check_mapping(settings: Settings, conn) -> None:
     mapping = load_mapping(settings.mapping_path)
     if not settings.two_databases:
         mapping.check_database(conn)
-        return
-    mapping.side("chat").check_database(conn)
-    with connection(settings, side="room") as room_conn:
-        mapping.side("room").check_database(room_conn)
-    shapes(settings)
+        _check_types(settings)
+    else:
+        mapping.side("chat").check_database(conn)
+        with connection(settings, side="room") as room_conn:
+            mapping.side("room").check_database(room_conn)
+        _check_types(settings)
+        shapes(settings)
+    key_types.check_ops(conn, settings, key_types.keys(settings))  # the ops tables hold the mapped keys' type
+
+
+def _check_types(settings: Settings) -> None:
+    """The mapped columns' types, read again, are pairs chatsync can compare (ConfigError naming
+    the mapping file, both columns and their types otherwise)."""
+    catalog.forget()
+    catalog.types(settings).check()
 

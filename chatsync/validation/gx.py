@@ -1,10 +1,14 @@
 """Validation of the chat side with Great Expectations 1.x, the suite generated from the rules.
 
 For each entity of ``chatsync.model.rules`` the chat table gets: key columns not null, the key unique
-(compound for participants), each field's allowed values (``allowed``) and range (``between``);
-and ``sql/consistency/residual_differences.sql`` (the detect query over the whole tables) must return
-no row: "no remaining difference". GX reads both through views in the ops schema (``gx_*``,
-replaced when the mapping or the rules change them), as table assets: GX executes a *query*
+(compound for participants); each field with a domain in the mapping (``domains:``) its allowed
+values, its range and its mask; and ``sql/consistency/residual_differences.sql`` (the detect query
+over the whole tables, less the keys a repair holds back) must return no row: "no remaining
+difference". The domains are checked on chat values that differ from their room row's: the chat
+table's view holds NULL where the chat value equals the room value, which GX's column expectations
+skip, so a value the room side holds itself never fails the chat side's validation (a room value
+outside its domain is the repair's to report). GX reads both through views in the ops schema
+(``gx_*``, replaced when the mapping or the rules change them), as table assets: GX executes a *query*
 asset's whole query just to learn its columns, pulling every row into the task's memory
 (measured: 1.9 GB at 10M participants), where a table asset is introspected from the catalog and
 every expectation runs as aggregate SQL.
@@ -42,10 +46,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from chatsync.config import Settings, data_home
 from chatsync.db.connection import connection, one
-from chatsync.model.mapping import load_mapping
-from chatsync.model.rules import ENTITIES
+from chatsync.model.domains import EntityDomains, entity_domains
 
 log = logging.getLogger("chatsync.validate")
+J = sql.SQL
 
 
 DATASOURCE = "chatsync_postgres"
@@ -83,22 +87,52 @@ def sqlalchemy_url(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def _expectations(gx, entity, table) -> list:
-    """The expectations of one chat table, from the rules."""
+def outside_mask_column(column: str) -> str:
+    """The chat table view's column holding a value of ``column`` with a bit outside its mask."""
+    return f"{column}_outside_mask"
+
+
+def chat_table_view(ed: EntityDomains) -> sql.Composable:
+    """The chat table as validation reads it: the key columns, and each field with a domain under
+    its own name, holding only the values outside the domain that differ from their room row's
+    (as text for a set of strings), NULL elsewhere; for a mask, a column of the values with a bit
+    outside it, GX having no bitmask expectation. Without domains, the chat table's keys alone."""
+    es = ed.es
+    cols = [es.cc(k) for k in ed.entity.chat_key]
+    for f, domain in ed.fields:
+        column = es.chat.columns[f.chat]
+        if domain.allowed is not None or domain.min is not None or domain.max is not None:
+            value = ed.chat_value_outside(f, domain, ("allowed", "min", "max"))
+            if domain.allowed is not None and any(isinstance(v, str) for v in domain.allowed):
+                # compared as text, as the repair does: GX binds the set as varchar, which an enum has no operator for
+                value = J("({})::text").format(value)
+            cols.append(J("{} AS {}").format(value, sql.Identifier(column)))
+        if domain.mask is not None:
+            cols.append(J("{} AS {}").format(ed.chat_value_outside(f, domain, ("mask",)),
+                                             sql.Identifier(outside_mask_column(column))))
+    return J("SELECT {} FROM {} AS c").format(J(", ").join(cols), es.chat.ident)
+
+
+def _expectations(gx, ed: EntityDomains) -> list:
+    """The expectations of one chat table: its key's, and its fields' domains."""
     E = gx.expectations
-    cols = [table.columns[k] for k in entity.chat_key]
+    table = ed.es.chat
+    cols = [table.columns[k] for k in ed.entity.chat_key]
     out = [E.ExpectColumnValuesToNotBeNull(column=c) for c in cols]
     if len(cols) > 1:
         out.append(E.ExpectCompoundColumnsToBeUnique(column_list=cols))
     else:
         out.append(E.ExpectColumnValuesToBeUnique(column=cols[0]))
-    for f in entity.fields:
+    for f, domain in ed.fields:
         column = table.columns[f.chat]
-        if f.allowed:
-            out.append(E.ExpectColumnValuesToBeInSet(column=column, value_set=list(f.allowed)))
-        if f.between:
-            out.append(E.ExpectColumnValuesToBeBetween(column=column, min_value=f.between[0],
-                                                       max_value=f.between[1]))
+        if domain.allowed is not None:
+            out.append(E.ExpectColumnValuesToBeInSet(column=column, value_set=list(domain.allowed)))
+        if domain.min is not None or domain.max is not None:
+            out.append(E.ExpectColumnValuesToBeBetween(column=column, min_value=domain.min, max_value=domain.max))
+        if domain.mask is not None:
+            out.append(E.ExpectColumnValuesToBeNull(
+                column=outside_mask_column(column),
+                description=f"{column}: no bit set outside the mask {domain.mask:#x} ({domain.mask})"))
     return out
 
 
@@ -198,17 +232,15 @@ def _asset(datasource, name: str, wanted: dict, add):
 
 def _views(settings: Settings) -> dict[str, str]:
     """The view GX reads for each asset (asset name -> view name in the ops schema): the chat
-    table as it is, and the residual differences. A view is replaced only when its definition
-    changed (its digest is its comment), so a run takes no lock a reader would wait on."""
+    table (chat_table_view), and the residual differences. A view is replaced only when its
+    definition changed (its digest is its comment), so a run takes no lock a reader would wait on."""
     from chatsync.consistency.detect import residual_statement
 
-    mapping = load_mapping(settings.mapping_path)
-    J = sql.SQL
     views = {}
     with connection(settings) as conn, conn.transaction():
-        for entity in ENTITIES:
-            table = mapping[entity.chat_table]
-            for asset, body in ((f"{entity.name}_chat_table", J("SELECT * FROM {}").format(table.ident)),
+        for ed in entity_domains(settings):
+            entity = ed.entity
+            for asset, body in ((f"{entity.name}_chat_table", chat_table_view(ed)),
                                 (f"{entity.name}_residual_differences", residual_statement(settings, entity))):
                 view = sql.Identifier(settings.ops_schema, f"gx_{asset}")
                 digest = hashlib.md5(body.as_string(conn).encode()).hexdigest()
@@ -227,19 +259,18 @@ def build(settings: Settings):
     rules. Unchanged objects are kept as they are, so a run leaves the committed context alone."""
     views = _views(settings)
     gx, context = _context(settings)
-    mapping = load_mapping(settings.mapping_path)
     connection = "${" + CONNECTION_VARIABLE + "}"
     try:
         datasource = context.data_sources.get(DATASOURCE)
     except (KeyError, ValueError, LookupError):
         datasource = context.data_sources.add_postgres(name=DATASOURCE, connection_string=connection)
     definitions = []
-    for entity in ENTITIES:
-        table = mapping[entity.chat_table]
+    for ed in entity_domains(settings):
+        entity = ed.entity
         # table assets on views whose plain names are chatsync's own: the mapped names, whatever
         # they hold, are quoted by psycopg in the view definitions, never by GX
         for asset_name, expectations in (
-            (f"{entity.name}_chat_table", _expectations(gx, entity, table)),
+            (f"{entity.name}_chat_table", _expectations(gx, ed)),
             (f"{entity.name}_residual_differences", [gx.expectations.ExpectTableRowCountToEqual(value=0)]),
         ):
             wanted = {"table_name": views[asset_name], "schema_name": settings.ops_schema}

@@ -57,6 +57,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--topology", choices=("one-database", "two-databases"), default="one-database",
                    help="two-databases: chatsync with the room side in a database of its own against its "
                         "same-database detect and reladiff's hashdiff (run by uvx)")
+    p.add_argument("--keys", choices=("bigint", "uuid"), default="bigint",
+                   help="uuid: the same data keyed by bigint and by uuid, detect and repair measured on both")
     p.add_argument("--skip-reladiff", action="store_true", help="two-databases: leave out reladiff")
     p.add_argument("--reladiff-timeout", type=positive_number, default=900.0,
                    help="two-databases: seconds after which a reladiff run is stopped and reported skipped")
@@ -88,6 +90,12 @@ def cmd_bench(args) -> tuple[int, dict]:
         return EXIT_OK, run_events_bench(settings_for_cli(), participants=args.participants,
                                          events=args.events, rate=args.rate, seed=args.seed,
                                          results_dir=args.results_dir)
+    if args.keys == "uuid":
+        from chatsync_devtools.bench.keys import run_keys_bench
+
+        return EXIT_OK, run_keys_bench(settings_for_cli(), participants=args.participants, drift=args.drift,
+                                       seed=args.seed, repeat=args.repeat, members=args.members,
+                                       drift_rooms=args.drift_rooms, results_dir=args.results_dir)
     if args.topology == "two-databases":
         from chatsync_devtools.bench.topology import run_topology_bench
 
@@ -106,6 +114,8 @@ def print_bench(summary: dict) -> None:
         from chatsync_devtools.bench.events import format_table
     elif summary.get("topology") == "two-databases":
         from chatsync_devtools.bench.topology import format_table
+    elif summary.get("keys") == "uuid":
+        from chatsync_devtools.bench.keys import format_table
     else:
         from chatsync_devtools.bench.consistency import format_table
 

@@ -17,8 +17,7 @@ from chatsync.db.connection import connection, one
 from chatsync.errors import ConfigError
 from chatsync.events.envelope import event_fields
 from chatsync.model.mapping import load_mapping
-from chatsync.model.rules import ROLES, ROOM_STATUSES
-from chatsync_devtools.simulate import ROLE_MASKS, table_placeholders
+from chatsync_devtools.simulate import PERMISSION_BITS, ROLE_MASKS, ROLES, ROOM_STATUSES, table_placeholders
 from chatsync_devtools.statements import sql_file
 
 log = logging.getLogger("chatsync.eventsim")
@@ -83,7 +82,7 @@ class RoomService:
         elif type_ == "room.participant.role_changed":
             params.update(roles=list(ROLES), masks=self.masks, shift=rng.randrange(1, len(ROLES)))
         elif type_ == "room.participant.permissions_updated":
-            params["bit"] = rng.randrange(12)
+            params["bit"] = rng.randrange(len(PERMISSION_BITS))
         elif type_ == "room.status.changed":
             params.update(statuses=list(ROOM_STATUSES), shift=rng.randrange(1, len(ROOM_STATUSES)))
         elif type_ == "room.settings.changed":

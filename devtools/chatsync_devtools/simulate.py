@@ -27,14 +27,15 @@ from datetime import timedelta
 
 from psycopg import sql
 
-from chatsync.config import Settings
+from chatsync.config import DEFAULT_MAPPING, Settings
 from chatsync.consistency import fingerprints
 from chatsync.db.connection import connection, one
 from chatsync.db.retry import with_retry
 from chatsync.errors import ConfigError
 from chatsync.model import rules
+from chatsync.model.keys import keys
 from chatsync.model.mapping import CHAT_TABLES, ROOM_TABLES, Mapping, Table, load_mapping
-from chatsync.model.rules import KINDS, PARTICIPANT, PERMISSION_BITS, ROOM
+from chatsync.model.rules import KINDS, PARTICIPANT, ROOM
 from chatsync.model.sqlgen import EntitySQL
 from chatsync.roomside import mirror
 from chatsync_devtools.statements import sql_file
@@ -55,6 +56,29 @@ BAN_SHARE = 0.02  # of non-owners
 PERMISSION_TWEAK_SHARE = 0.04  # non-owners with one permission bit added or removed
 MAX_PARTICIPANTS = 100_000_000  # a guard against typos (10M is the largest size we plan for)
 
+# The roles and room statuses of the reference schema: its mapping's domains.
+REFERENCE_DOMAINS = load_mapping(str(DEFAULT_MAPPING)).domains
+ROLES: tuple[str, ...] = tuple(str(v) for v in REFERENCE_DOMAINS["role"].allowed or ())
+ROOM_STATUSES: tuple[str, ...] = tuple(str(v) for v in REFERENCE_DOMAINS["status"].allowed or ())
+
+# The simulated room service's capabilities, one permission bit each: the simulator's own data
+# (the reference schema names no bits; its permissions domain allows any non-negative bigint).
+PERMISSION_BITS: dict[str, int] = {
+    "READ": 1 << 0,
+    "SEND_MESSAGE": 1 << 1,
+    "SEND_MEDIA": 1 << 2,
+    "REACT": 1 << 3,
+    "REPLY_THREAD": 1 << 4,
+    "PIN_MESSAGE": 1 << 5,
+    "DELETE_OWN": 1 << 6,
+    "DELETE_ANY": 1 << 7,
+    "MUTE_USER": 1 << 8,
+    "BAN_USER": 1 << 9,
+    "MANAGE_ROLES": 1 << 10,
+    "MANAGE_ROOM": 1 << 11,
+}
+ALL_PERMISSIONS: int = sum(PERMISSION_BITS.values())
+
 # Status mix of live (not archived) rooms and of archived ones (always over).
 STATUS_WEIGHTS = {"DRAFT": 0.05, "UPCOMING": 0.20, "LIVE": 0.10, "ENDED": 0.50, "CANCELLED": 0.15}
 ARCHIVED_STATUS_WEIGHTS = {"ENDED": 0.8, "CANCELLED": 0.2}
@@ -73,7 +97,7 @@ _BASIC = ("READ", "SEND_MESSAGE", "REACT", "REPLY_THREAD", "DELETE_OWN")
 _SPEAKER = (*_BASIC, "SEND_MEDIA", "PIN_MESSAGE")
 _MODERATOR = (*_SPEAKER, "DELETE_ANY", "MUTE_USER", "BAN_USER")
 ROLE_MASKS: dict[str, int] = {
-    "OWNER": rules.PERMISSIONS_MAX,
+    "OWNER": ALL_PERMISSIONS,
     "ADMIN": _mask(*_MODERATOR, "MANAGE_ROLES"),
     "EVENT_ADMIN": _mask(*_MODERATOR, "MANAGE_ROOM"),
     "MODERATOR": _mask(*_MODERATOR),
@@ -106,11 +130,10 @@ PARTICIPANT_CYCLE: tuple[tuple[str, ...], ...] = (
 ROOM_NAMES = ("Live event", "Webinar", "Town hall", "Q&A session", "Workshop", "Product launch",
               "Meetup", "Keynote", "Panel", "Concert", "Masterclass", "AMA")
 
-assert set(ROLE_MASKS) == set(rules.ROLES)
-assert all(0 <= m <= rules.PERMISSIONS_MAX for m in ROLE_MASKS.values())
-assert {OWNER_ROLE, *STAFF_ROLE_WEIGHTS, *CROWD_ROLE_WEIGHTS} == set(rules.ROLES)
-assert set(STATUS_WEIGHTS) == set(rules.ROOM_STATUSES) >= set(ARCHIVED_STATUS_WEIGHTS)
-assert sum(rules.PERMISSION_BITS.values()) == rules.PERMISSIONS_MAX  # XOR of a bit stays in range
+assert set(ROLE_MASKS) == set(ROLES)
+assert all(0 <= m <= ALL_PERMISSIONS for m in ROLE_MASKS.values())
+assert {OWNER_ROLE, *STAFF_ROLE_WEIGHTS, *CROWD_ROLE_WEIGHTS} == set(ROLES)
+assert set(STATUS_WEIGHTS) == set(ROOM_STATUSES) >= set(ARCHIVED_STATUS_WEIGHTS)
 
 
 @dataclass
@@ -308,7 +331,9 @@ def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: 
     stages: dict[str, float] = {}
     mapping = load_mapping(settings.mapping_path)
     parts = table_placeholders(mapping)
-    room_sql, participant_sql = EntitySQL.build(ROOM, mapping), EntitySQL.build(PARTICIPANT, mapping)
+    key_types = keys(settings)
+    room_sql, participant_sql = (EntitySQL.build(ROOM, mapping, key_types),
+                                 EntitySQL.build(PARTICIPANT, mapping, key_types))
 
     max_extra = 0 if members == 1 else (members - 1) * ROOM_SIZE_CAP
     pool = _next_prime(max(1000, 2 * (max_extra + 1), int(rooms * members * USERS_PER_SEAT)))
@@ -339,7 +364,8 @@ def _simulate(settings: Settings, rooms: int, members: int, drift: float, seed: 
             # shaped like the room tables, then copied to the room database
             sim_mapping = _stage_room_tables(conn, room_conn, mapping)
             parts = table_placeholders(sim_mapping)
-            room_sql, participant_sql = EntitySQL.build(ROOM, sim_mapping), EntitySQL.build(PARTICIPANT, sim_mapping)
+            room_sql, participant_sql = (EntitySQL.build(ROOM, sim_mapping, key_types),
+                                         EntitySQL.build(PARTICIPANT, sim_mapping, key_types))
         else:
             mapping.check_database(conn)
             sim_mapping = mapping
@@ -443,7 +469,7 @@ def _stage_room_tables(conn, room_conn, mapping: Mapping) -> Mapping:
         conn.execute(J("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
             sql.Identifier(name), J(", ").join(J("{} {}").format(sql.Identifier(c), J(t)) for c, t in rows)))
         tables[key] = Table(key, "pg_temp", name, table.columns)
-    return Mapping(mapping.path, tables)
+    return Mapping(mapping.path, tables, mapping.domains)
 
 
 def _push_room_side(conn, room_conn, mapping: Mapping, staged: Mapping) -> None:
@@ -507,7 +533,7 @@ def _inject_drift(conn, run, *, rooms: int, participants: int, drift: float, sta
     run(conn, "simulate_drift_participants", {
         "missing_kind": rules.MISSING_PARTICIPANT, "role_kind": rules.ROLE_MISMATCH,
         "permissions_kind": rules.PERMISSIONS_MISMATCH, "ban_kind": rules.BAN_MISMATCH,
-        "drift_roles": [r for r in rules.ROLES if r != OWNER_ROLE],
+        "drift_roles": [r for r in ROLES if r != OWNER_ROLE],
         "permission_bits": list(PERMISSION_BITS.values())},
         kinds_array=_kinds_array(participant_sql))
     run(conn, "simulate_add_orphan_participants", {
@@ -521,5 +547,5 @@ def _inject_drift(conn, run, *, rooms: int, participants: int, drift: float, sta
         "member_role": MEMBER_ROLE, "member_mask": ROLE_MASKS[MEMBER_ROLE],
         "room_kind": rules.ORPHAN_CHAT_ROOM, "participant_kind": rules.ORPHAN_PARTICIPANT})
     run(conn, "simulate_drift_room_state", {
-        "n": per_room_kind, "status_values": list(rules.ROOM_STATUSES), "kind": rules.ROOM_STATE_MISMATCH},
+        "n": per_room_kind, "status_values": list(ROOM_STATUSES), "kind": rules.ROOM_STATE_MISMATCH},
         still_differs=room_sql.still_differs("r", "c"))

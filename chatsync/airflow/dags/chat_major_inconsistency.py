@@ -32,7 +32,7 @@ from chatsync.ops import major
     dagrun_timeout=timedelta(hours=24),
     on_failure_callback=on_dag_failure,
     default_args={**DEFAULT_ARGS, "retries": 2},
-    params={"rooms": Param([], type="array", items={"type": "integer"}, description="room ids to treat"),
+    params={"rooms": Param([], type="array", items={"type": ["integer", "string"]}, description="room ids to treat"),
             "run_id": Param(None, type=["null", "integer"], description="or: the major run of the hourly check"),
             "lease_seconds": Param(7200, type="integer", minimum=60, maximum=604800,
                                    description="writes resume by themselves after this if the procedure dies")},

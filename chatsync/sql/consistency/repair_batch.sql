@@ -12,11 +12,13 @@
 --    first, the re-check meets a new version with another xmin and the row is skipped (left for
 --    the next run). xmin, not ctid alone: a TID scan does not re-check its ctid condition;
 --  * delete: the row must still hold what detection saw and still have no room row.
+-- A room row holding a value outside its field's domain (held_back_*: FALSE without domains) is
+-- neither inserted nor copied: left alone, its findings are held back by repair_hold_back.sql.
 WITH todo AS (
     UPDATE {ops}.inconsistencies
     SET status = 'repaired', resolved_at = clock_timestamp(), resolved_by_run = %(run_id)s
     WHERE run_id = %(run_id)s AND status = 'open' AND kind = ANY(%(kinds)s)
-      AND room_id >= %(room_lo)s AND room_id < %(room_hi)s AND {is_entity_finding}
+      AND (%(room_lo)s::{room_key_type} IS NULL OR room_id >= %(room_lo)s) AND (%(room_hi)s::{room_key_type} IS NULL OR room_id < %(room_hi)s) AND {is_entity_finding}
     RETURNING kind, room_id, user_id, chat_digest
 ),
 inserted AS (
@@ -24,6 +26,7 @@ inserted AS (
     SELECT {insert_values}
     FROM (SELECT DISTINCT room_id, user_id FROM todo WHERE kind = %(missing_kind)s) AS t
     JOIN {room} AS r ON {room_eq_todo}
+    WHERE NOT ({held_back_insert})
     ORDER BY 1
     ON CONFLICT DO NOTHING
     RETURNING {chat_key_out}, to_jsonb(c) AS after
@@ -38,6 +41,7 @@ updated AS (
     WHERE c.ctid = o.ctid AND c.xmin = o.xmin
       AND {digest_c} = t.chat_digest
       AND ({still_differs})
+      AND NOT ({held_back_update})
     RETURNING {chat_key_out}, to_jsonb(o) AS before, to_jsonb(c) AS after
 ),
 deleted AS (

@@ -3,8 +3,8 @@
 WITH e AS (
     SELECT e.*, coalesce(a.changed, 0) AS changed,
            CASE WHEN coalesce(a.changed, 0) > 0 THEN 'applied' ELSE 'noop' END AS outcome
-    FROM unnest(%(event_ids)s::text[], %(stream_ids)s::text[], %(types)s::text[], %(room_ids)s::bigint[],
-                %(user_ids)s::bigint[], %(occurred)s::timestamptz[])
+    FROM unnest(%(event_ids)s::text[], %(stream_ids)s::text[], %(types)s::text[], %(room_ids)s::{room_key_type}[],
+                %(user_ids)s::{user_key_type}[], %(occurred)s::timestamptz[])
          AS e(event_id, stream_id, type, room_id, user_id, occurred_at)
     LEFT JOIN (
         SELECT room_id, user_id, count(*) AS changed

@@ -7,5 +7,5 @@ WHERE received_at >= now() - interval '1 day' AND (raw->>'room_id')::text = ANY(
 GROUP BY 2
 UNION ALL
 SELECT 'last_sync', room_id::text, count(*), max(processed_at)
-FROM {ops}.sync_log WHERE room_id = ANY(%(rooms)s) AND processed_at >= now() - interval '1 day'
+FROM {ops}.sync_log WHERE room_id = ANY(%(rooms)s::{room_key_type}[]) AND processed_at >= now() - interval '1 day'
 GROUP BY room_id
