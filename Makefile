@@ -18,7 +18,8 @@ demo: $(STAMP)
 TWO_DATABASE_SUITES := tests/test_detect_repair.py tests/test_scale.py tests/test_events.py tests/test_dags.py \
 	tests/test_major.py tests/test_deploy.py tests/test_maintenance.py tests/test_freeze.py \
 	tests/test_validation_pipeline.py tests/test_faults.py tests/test_run_lifecycle.py \
-	tests/test_redis_recovery.py tests/test_stream_loss.py tests/test_security.py tests/test_cli.py tests/test_web.py
+	tests/test_redis_recovery.py tests/test_stream_loss.py tests/test_security.py tests/test_cli.py tests/test_web.py \
+	tests/test_domains.py
 test: lint chromium
 	$(VENV)/bin/pytest
 	CHATSYNC_TEST_TOPOLOGY=two-databases $(VENV)/bin/pytest $(TWO_DATABASE_SUITES)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from contextlib import contextmanager
 from dataclasses import replace
 
 import psycopg
@@ -77,6 +78,27 @@ def key(kind: str, what: str, n: int):
     if kind == "text":
         return f"{'Ev' if n % 2 else 'ev'}-{what}-{n:03d}"
     return (n + 1) * 7919 + (1 if what == "user" else 0)
+
+
+@contextmanager
+def scratch_database(suffix: str, *statements: str):
+    """A database of this test session's own with the platform's tables (statements), dropped after;
+    its URL."""
+    from chatsync.model import catalog
+
+    name = f"{TEST_DB}_{suffix}"
+    _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=name)
+    try:
+        with psycopg.connect(url, autocommit=True) as c:
+            for statement in statements:
+                c.execute(statement)
+        catalog.forget()  # another database under a URL seen before would keep the old types
+        yield url
+    finally:
+        catalog.forget()
+        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def room_key_type(kind: str) -> str:
@@ -176,52 +198,32 @@ class Platform:
 def platform(request, tmp_path_factory, settings):
     """A database per key kind with the platform's schema and chatsync initialised on it."""
     from chatsync.db.migrations import migrate
-    from chatsync.model import catalog
 
     kind = request.param
-    name = f"{TEST_DB}_keys_{kind}"
-    _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=name)
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute(ROOM_SCHEMA.format(k=room_key_type(kind)) + CHAT_SCHEMA.format(k=chat_key_type(kind)))
-    folder = tmp_path_factory.mktemp(f"keys_{kind}")
-    (folder / "mapping.yaml").write_text(MAPPING)
-    s = replace(settings, database_url=url, room_database_url=None, mapping_path=str(folder / "mapping.yaml"),
-                gx_dir=str(folder / "gx"), repair_max_fraction=1.0)  # a small schema: its drift is no "major" one
-    catalog.forget()
-    migrate(s)
-    yield Platform(kind, s)
-    catalog.forget()
-    _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    schema = ROOM_SCHEMA.format(k=room_key_type(kind)) + CHAT_SCHEMA.format(k=chat_key_type(kind))
+    with scratch_database(f"keys_{kind}", schema) as url:
+        folder = tmp_path_factory.mktemp(f"keys_{kind}")
+        (folder / "mapping.yaml").write_text(MAPPING)
+        s = replace(settings, database_url=url, room_database_url=None, mapping_path=str(folder / "mapping.yaml"),
+                    gx_dir=str(folder / "gx"), repair_max_fraction=1.0)  # a small schema: no "major" drift
+        migrate(s)
+        yield Platform(kind, s)
 
 
 @pytest.fixture(scope="module", params=("uuid", "text"))
 def two_db_platform(request, tmp_path_factory, settings):
     """The platform's room side in a database of its own (read only for chatsync), keyed by kind."""
     from chatsync.db.migrations import migrate
-    from chatsync.model import catalog
 
     kind = request.param
-    names = {side: f"{TEST_DB}_keys2_{kind}_{side}" for side in ("room", "chat")}
-    urls = {}
-    for side, name in names.items():
-        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        urls[side] = psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=name)
-        with psycopg.connect(urls[side], autocommit=True) as c:
-            c.execute(ROOM_SCHEMA.format(k=room_key_type(kind)) if side == "room"
-                      else CHAT_SCHEMA.format(k=chat_key_type(kind)))
-    folder = tmp_path_factory.mktemp(f"keys2_{kind}")
-    (folder / "mapping.yaml").write_text(MAPPING)
-    s = replace(settings, database_url=urls["chat"], room_database_url=urls["room"],
-                mapping_path=str(folder / "mapping.yaml"), gx_dir=str(folder / "gx"), repair_max_fraction=1.0)
-    catalog.forget()
-    migrate(s)
-    yield Platform(kind, s)
-    catalog.forget()
-    for name in names.values():
-        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(f"keys2_{kind}_room", ROOM_SCHEMA.format(k=room_key_type(kind))) as room_url, \
+            scratch_database(f"keys2_{kind}_chat", CHAT_SCHEMA.format(k=chat_key_type(kind))) as chat_url:
+        folder = tmp_path_factory.mktemp(f"keys2_{kind}")
+        (folder / "mapping.yaml").write_text(MAPPING)
+        s = replace(settings, database_url=chat_url, room_database_url=room_url,
+                    mapping_path=str(folder / "mapping.yaml"), gx_dir=str(folder / "gx"), repair_max_fraction=1.0)
+        migrate(s)
+        yield Platform(kind, s)
 
 
 def test_two_databases_with_the_key_type(two_db_platform):
@@ -284,6 +286,31 @@ def test_detect_repair_validate_rollback_on_the_platform_schema(platform):
     undone = rollback(platform.settings, summary.run_id)
     assert undone.skipped == []
     assert platform.chat_rows() == drifted  # every repaired row back as it was, keys of the mapped type
+
+
+def test_maintained_fingerprints_with_the_key_type(platform, caplog):
+    """Fingerprints kept by triggers, keyed by the key type: the drift written after they were
+    installed is found from the fingerprints, exactly."""
+    import logging
+
+    from chatsync.consistency import fingerprints
+    from chatsync.consistency.engine import check
+    from chatsync.consistency.scope import Scope
+
+    platform.fill()
+    with platform.conn() as c:
+        c.execute("ANALYZE")  # the switch to a table diff weighs the changed keys against the rows
+    fingerprints.install(platform.settings)
+    try:
+        platform.drift()
+        small = replace(platform.settings, fingerprint_max_changed_fraction=1.0)  # 14 changed keys of 40 rows
+        with caplog.at_level(logging.INFO, logger="chatsync"):
+            summary = check(small, Scope("full"), do_repair=True, do_validate=False)
+        assert "from maintained fingerprints" in caplog.text
+        assert {k: v for k, v in summary.counts.items() if v} == EXPECTED
+        assert summary.remaining == 0 and platform.differences() == 0
+    finally:
+        fingerprints.uninstall(platform.settings)
 
 
 def test_rooms_scope_and_cli_take_the_key_type(platform):
@@ -400,18 +427,13 @@ def test_an_existing_ops_schema_keeps_its_rows_when_its_keys_become_text(setting
     """Migrating: an ops schema filled with whole-number keys, the mapping now text keys: init
     converts the key columns in place and keeps every row."""
     from chatsync.db.migrations import migrate
+    from chatsync.errors import ConfigError
     from chatsync.model import catalog
+    from chatsync.roomside.refresh import check_mapping
 
-    name = f"{TEST_DB}_keys_migrate"
-    _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=name)
-    try:
-        with psycopg.connect(url, autocommit=True) as c:
-            c.execute(SCHEMA.format(k="bigint"))
+    with scratch_database("keys_migrate", SCHEMA.format(k="bigint")) as url:
         (tmp_path / "mapping.yaml").write_text(MAPPING)
         s = replace(settings, database_url=url, room_database_url=None, mapping_path=str(tmp_path / "mapping.yaml"))
-        catalog.forget()
         migrate(s)
         with psycopg.connect(url, autocommit=True) as c:
             c.execute("INSERT INTO chatsync.runs (kind, scope, status) VALUES ('check', 'full', 'validated')")
@@ -419,17 +441,13 @@ def test_an_existing_ops_schema_keeps_its_rows_when_its_keys_become_text(setting
                       "SELECT max(run_id), 'role_mismatch', 42, 7 FROM chatsync.runs")
             c.execute("INSERT INTO chatsync.freezes (room_id, reason, frozen_by, expires_at) "
                       "VALUES (42, 'test', 'test', now() + interval '1 hour')")
-            for table in ("messaging.members", "venue.attendees"):
-                c.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN member_key TYPE text").format(sql.SQL(table)))
-            c.execute("ALTER TABLE messaging.members ALTER COLUMN channel_key TYPE text")
-            c.execute("ALTER TABLE messaging.channels ALTER COLUMN channel_key TYPE text")
             c.execute("ALTER TABLE venue.attendees DROP CONSTRAINT attendees_event_key_fkey")
-            c.execute("ALTER TABLE venue.attendees ALTER COLUMN event_key TYPE text")
-            c.execute("ALTER TABLE venue.events ALTER COLUMN event_key TYPE text")
+            for table, column in (("messaging.members", "member_key"), ("venue.attendees", "member_key"),
+                                  ("messaging.members", "channel_key"), ("messaging.channels", "channel_key"),
+                                  ("venue.attendees", "event_key"), ("venue.events", "event_key")):
+                c.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE text").format(
+                    sql.SQL(table), sql.Identifier(column)))
         catalog.forget()
-        from chatsync.errors import ConfigError
-        from chatsync.roomside.refresh import check_mapping
-
         with psycopg.connect(url) as c, pytest.raises(ConfigError, match="run `chatsync init`"):
             check_mapping(s, c)  # a pass refuses to run on the old key columns
         applied = migrate(s)
@@ -438,37 +456,23 @@ def test_an_existing_ops_schema_keeps_its_rows_when_its_keys_become_text(setting
             assert c.execute("SELECT room_id, user_id FROM chatsync.inconsistencies").fetchall() == [("42", "7")]
             assert c.execute("SELECT room_id FROM chatsync.freezes").fetchall() == [("42",)]
             check_mapping(s, c)
-    finally:
-        catalog.forget()
-        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_a_key_pair_that_cannot_be_compared_is_refused(settings, tmp_path):
     """uuid on the room side, whole numbers on the chat side: one line naming both columns."""
     from chatsync.errors import ConfigError
-    from chatsync.model import catalog
     from chatsync.model.keys import keys
 
-    name = f"{TEST_DB}_keys_mixed"
-    _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=name)
-    try:
-        with psycopg.connect(url, autocommit=True) as c:
-            c.execute(SCHEMA.format(k="bigint"))
-            c.execute("ALTER TABLE venue.attendees DROP CONSTRAINT attendees_event_key_fkey")
-            c.execute("ALTER TABLE venue.attendees ALTER COLUMN event_key TYPE uuid USING NULL")
+    mixed = ("ALTER TABLE venue.attendees DROP CONSTRAINT attendees_event_key_fkey;"
+             "ALTER TABLE venue.attendees ALTER COLUMN event_key TYPE uuid USING NULL")
+    with scratch_database("keys_mixed", SCHEMA.format(k="bigint"), mixed) as url:
         (tmp_path / "mapping.yaml").write_text(MAPPING)
         s = replace(settings, database_url=url, room_database_url=None, mapping_path=str(tmp_path / "mapping.yaml"))
-        catalog.forget()
         with pytest.raises(ConfigError) as refused:
             keys(s)
         message = str(refused.value)
         assert "venue.attendees.event_key" in message and "uuid" in message and "bigint" in message
         assert "\n" not in message
-    finally:
-        catalog.forget()
-        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_envelope_parses_ids_as_the_key_type():
