@@ -405,14 +405,8 @@ def test_worker_syncs_an_event_with_the_key_type(platform, redis_settings):
 def test_hourly_dag_end_to_end_on_the_platform_schema(platform, dagbag, monkeypatch):
     platform.fill()
     platform.drift()
-    conn = psycopg.conninfo.conninfo_to_dict(platform.settings.database_url)
-    monkeypatch.setenv("AIRFLOW_CONN_CHATSYNC_DB", json.dumps(
-        {"conn_type": "postgres", "host": conn["host"], "port": int(conn["port"]), "login": conn["user"],
-         "schema": conn["dbname"]}))
-    monkeypatch.setenv("CHATSYNC_MAPPING_PATH", platform.settings.mapping_path)
-    monkeypatch.setenv("CHATSYNC_GX_DIR", platform.settings.gx_dir)
+    _airflow_env(platform, monkeypatch)
     monkeypatch.setenv("CHATSYNC_DETECT_SHARD_ROWS", "12")  # ~60 rows: parts cut by key range
-    monkeypatch.setenv("CHATSYNC_REPAIR_MAX_FRACTION", "1")
     dag_run = dagbag.get_dag("chat_consistency_hourly").test(run_conf={"scope": "full"})
     assert dag_run.state == "success"
     assert len([ti for ti in dag_run.get_task_instances() if ti.task_id == "detect_part"]) > 1
@@ -421,6 +415,38 @@ def test_hourly_dag_end_to_end_on_the_platform_schema(platform, dagbag, monkeypa
         status, counts = c.execute("SELECT status, counts FROM chatsync.runs WHERE kind = 'check' "
                                    "ORDER BY run_id DESC LIMIT 1").fetchone()
     assert status == "validated" and {k: v for k, v in counts.items() if v} == EXPECTED
+
+
+def _airflow_env(platform, monkeypatch) -> None:
+    """The DAGs' settings for the platform: its database as chatsync_db, its mapping."""
+    conn = psycopg.conninfo.conninfo_to_dict(platform.settings.database_url)
+    monkeypatch.setenv("AIRFLOW_CONN_CHATSYNC_DB", json.dumps(
+        {"conn_type": "postgres", "host": conn["host"], "port": int(conn["port"]), "login": conn["user"],
+         "schema": conn["dbname"]}))
+    monkeypatch.setenv("CHATSYNC_MAPPING_PATH", platform.settings.mapping_path)
+    monkeypatch.setenv("CHATSYNC_GX_DIR", platform.settings.gx_dir)
+    monkeypatch.setenv("CHATSYNC_REPAIR_MAX_FRACTION", "1")
+
+
+def test_major_procedure_takes_room_ids_of_the_key_type(platform, dagbag, monkeypatch):
+    """chat_major_inconsistency with its rooms param as the UI gives them (text): freeze, analyse,
+    repair, validate and resume on the platform's keys."""
+    platform.fill()
+    with platform.conn() as c:  # drift in the two rooms the procedure treats (it validates the whole tables)
+        c.execute("UPDATE messaging.members SET part = 'VIEWER', grants = 0 WHERE channel_key = %s",
+                  (platform.room(0),))  # HOST, CO_HOST, PANELIST on the room side
+        c.execute("UPDATE messaging.channels SET is_closed = true WHERE channel_key = %s", (platform.room(1),))
+    _airflow_env(platform, monkeypatch)
+    rooms = [str(platform.room(0)), str(platform.room(1))]
+    dag_run = dagbag.get_dag("chat_major_inconsistency").test(run_conf={"rooms": rooms, "lease_seconds": 600})
+    assert dag_run.state == "success"
+    with platform.conn() as c:
+        assert c.execute("SELECT count(*) FROM chatsync.freezes").fetchone()[0] == 0
+        assert c.execute("SELECT bool_or(frozen) FROM messaging.channels").fetchone()[0] is False
+        repaired = c.execute("SELECT count(DISTINCT (room_id, user_id)) FROM chatsync.repair_audit WHERE run_id = "
+                             "(SELECT max(run_id) FROM chatsync.repair_audit)").fetchone()[0]
+    assert repaired == MEMBERS + 1  # room 0's participants, room 1's state
+    assert platform.differences() == 0
 
 
 def test_an_existing_ops_schema_keeps_its_rows_when_its_keys_become_text(settings, tmp_path):

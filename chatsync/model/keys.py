@@ -67,7 +67,9 @@ class KeyType:
     def in_range(self, col: sql.Composable, lo: str = "room_lo", hi: str = "room_hi") -> sql.Composable:
         """col in [%(lo)s, %(hi)s), a NULL bound leaving that end open (strings have no greatest
         value to stand for "every key above")."""
-        return J("({lo}::{t} IS NULL OR {col} >= {lo}) AND ({hi}::{t} IS NULL OR {col} < {hi})").format(
+        # CAST(...): a statement bound on the client (COPY) holds the value as a literal, and
+        # -9223372036854775808::bigint would read as -(9223372036854775808::bigint)
+        return J("(CAST({lo} AS {t}) IS NULL OR {col} >= {lo}) AND (CAST({hi} AS {t}) IS NULL OR {col} < {hi})").format(
             lo=sql.Placeholder(lo), hi=sql.Placeholder(hi), t=self.sql_type, col=col)
 
     def parse(self, raw: object) -> int | uuid.UUID | str:

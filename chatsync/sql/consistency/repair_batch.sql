@@ -18,7 +18,7 @@ WITH todo AS (
     UPDATE {ops}.inconsistencies
     SET status = 'repaired', resolved_at = clock_timestamp(), resolved_by_run = %(run_id)s
     WHERE run_id = %(run_id)s AND status = 'open' AND kind = ANY(%(kinds)s)
-      AND (%(room_lo)s::{room_key_type} IS NULL OR room_id >= %(room_lo)s) AND (%(room_hi)s::{room_key_type} IS NULL OR room_id < %(room_hi)s) AND {is_entity_finding}
+      AND (CAST(%(room_lo)s AS {room_key_type}) IS NULL OR room_id >= %(room_lo)s) AND (CAST(%(room_hi)s AS {room_key_type}) IS NULL OR room_id < %(room_hi)s) AND {is_entity_finding}
     RETURNING kind, room_id, user_id, chat_digest
 ),
 inserted AS (

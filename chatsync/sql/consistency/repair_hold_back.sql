@@ -12,8 +12,8 @@ WITH held AS (
     LEFT JOIN {chat} AS c ON {room_eq_c}
     WHERE i.run_id = %(run_id)s AND i.status = 'repaired' AND i.resolved_by_run = %(run_id)s
       AND i.kind = ANY(%(kinds)s)
-      AND (%(room_lo)s::{room_key_type} IS NULL OR i.room_id >= %(room_lo)s)
-      AND (%(room_hi)s::{room_key_type} IS NULL OR i.room_id < %(room_hi)s)
+      AND (CAST(%(room_lo)s AS {room_key_type}) IS NULL OR i.room_id >= %(room_lo)s)
+      AND (CAST(%(room_hi)s AS {room_key_type}) IS NULL OR i.room_id < %(room_hi)s)
       AND {is_entity_finding_i}
       AND {room_eq_i}
       AND ({held_back})

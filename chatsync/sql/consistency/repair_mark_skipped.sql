@@ -5,7 +5,7 @@
 UPDATE {ops}.inconsistencies AS i
 SET status = 'skipped', resolved_at = NULL, resolved_by_run = NULL
 WHERE i.run_id = %(run_id)s AND i.status = 'repaired' AND i.resolved_by_run = %(run_id)s
-  AND i.kind = ANY(%(kinds)s) AND (%(room_lo)s::{room_key_type} IS NULL OR i.room_id >= %(room_lo)s) AND (%(room_hi)s::{room_key_type} IS NULL OR i.room_id < %(room_hi)s)
+  AND i.kind = ANY(%(kinds)s) AND (CAST(%(room_lo)s AS {room_key_type}) IS NULL OR i.room_id >= %(room_lo)s) AND (CAST(%(room_hi)s AS {room_key_type}) IS NULL OR i.room_id < %(room_hi)s)
   AND {is_entity_finding_i}
   AND NOT EXISTS (
       SELECT 1 FROM {ops}.repair_audit AS a

@@ -4,7 +4,7 @@
 SELECT coalesce(r.room_id, m.room_id) AS room_id, coalesce(r.row_count, 0) AS row_count
 FROM pg_temp.chatsync_room_fingerprints AS r
 FULL JOIN (SELECT room_id, row_count, hash FROM {ops}.mirror_fingerprints
-           WHERE entity = %(entity)s AND (%(room_lo)s::{room_key_type} IS NULL OR room_id >= %(room_lo)s) AND (%(room_hi)s::{room_key_type} IS NULL OR room_id < %(room_hi)s)) AS m
+           WHERE entity = %(entity)s AND (CAST(%(room_lo)s AS {room_key_type}) IS NULL OR room_id >= %(room_lo)s) AND (CAST(%(room_hi)s AS {room_key_type}) IS NULL OR room_id < %(room_hi)s)) AS m
   ON m.room_id = r.room_id
 WHERE r.room_id IS NULL OR m.room_id IS NULL OR (r.row_count, r.hash) <> (m.row_count, m.hash)
 ORDER BY 1
