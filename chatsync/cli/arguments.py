@@ -8,9 +8,7 @@ import math
 from collections.abc import Callable
 
 from chatsync.config import DECIMAL_NUMBER, REDIS_SOCKET_TIMEOUT_SECONDS, WHOLE_NUMBER
-from chatsync.errors import ConfigError
 from chatsync.events.envelope import MAX_ID
-from chatsync.model.keys import KeyType
 
 EXIT_OK, EXIT_INCONSISTENT, EXIT_USAGE, EXIT_FAILURE = 0, 1, 2, 3
 MAX_STREAM_COUNT = MAX_ID // 10  # XAUTOCLAIM refuses a larger COUNT (it may scan 10 entries per one asked)
@@ -44,7 +42,7 @@ MAX_KEY_CHARS = 1000
 
 def key_text(text: str) -> str:
     """A room or user id as given: read as the mapped key type once the settings are known
-    (``as_keys``), since a key may be a number, a uuid or a string."""
+    (``KeyType.parse_all``), since a key may be a number, a uuid or a string."""
     text = text.strip()
     if not text or "\x00" in text or len(text) > MAX_KEY_CHARS:
         raise argparse.ArgumentTypeError(f"expected an id (1 to {MAX_KEY_CHARS} characters), got {text[:60]!r}")
@@ -59,14 +57,6 @@ def room_ids(text: str) -> tuple[str, ...]:
     if not ids:
         raise argparse.ArgumentTypeError("--rooms needs at least one room id")
     return ids
-
-
-def as_keys(key: KeyType, given, option: str) -> tuple:
-    """Ids given on the command line as the mapped key type; ConfigError (exit 2) naming the option."""
-    try:
-        return tuple(key.parse(text) for text in given)
-    except ValueError as exc:
-        raise ConfigError(f"{option}: {exc}") from None
 
 
 def number(text: str) -> float:

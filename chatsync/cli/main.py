@@ -22,7 +22,6 @@ from chatsync.cli.arguments import (
     MAX_BLOCK_MS,
     MAX_STREAM_COUNT,
     Parser,
-    as_keys,
     key_text,
     positive_int,
     positive_number,
@@ -50,8 +49,8 @@ def settings_for_cli() -> Settings:
 
 
 def _rooms(settings: Settings, given, option: str = "--rooms takes comma-separated room ids") -> tuple:
-    """Room ids from the command line, read as the mapped room key's type."""
-    return as_keys(keys(settings).room, given, option)
+    """Room ids from the command line, read as the mapped room key's type (ConfigError: exit 2)."""
+    return tuple(keys(settings).room.parse_all(given, option))
 
 
 def cmd_init(args) -> tuple[int, dict]:
@@ -121,8 +120,8 @@ def cmd_publish(args) -> tuple[int, dict]:
     client = client_for(settings)
     try:
         mapped = keys(settings)
-        (room_id,) = as_keys(mapped.room, [args.room_id], "room_id")
-        user_id = as_keys(mapped.user, [args.user_id], "user_id")[0] if args.user_id is not None else None
+        (room_id,) = mapped.room.parse_all([args.room_id], "room_id")
+        user_id = mapped.user.parse_all([args.user_id], "user_id")[0] if args.user_id is not None else None
         entry = publish(client, settings.events_stream, args.type, room_id, user_id)
     except ChatsyncError as exc:
         raise ConfigError(f"event refused: {exc}") from None

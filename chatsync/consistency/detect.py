@@ -259,14 +259,15 @@ def detect_part(settings: Settings, plan: DetectPlan, part: Scope | None = None)
     if _refresh_room_copy(settings, scope) is not None:
         durations["room_copy"] = round(time.perf_counter() - t_copy, 4)
     # a room value the chat column's type cannot hold: one line naming the columns
-    with value_errors(entity_sql(settings)), connection(settings) as conn, conn.transaction():
+    entities = entity_sql(settings)
+    with value_errors(entities), connection(settings) as conn, conn.transaction():
         # a rerun of the same part replaces its findings (idempotent task retry)
         where: sql.Composable = J("")
         if part is not None:
-            where = J(" AND {}").format(entity_sql(settings)[0].keys.room.in_range(J("room_id")))
+            where = J(" AND {}").format(entities[0].keys.room.in_range(J("room_id")))
         conn.execute(J("DELETE FROM {}.inconsistencies WHERE run_id = %(run_id)s{}").format(
             sql.Identifier(ops), where), _bind(scope, plan.run_id, ENTITIES[0]))
-        for es in entity_sql(settings):
+        for es in entities:
             t_entity = time.perf_counter()
             if scope.kind in ("incremental", "keys"):
                 _fill_scope_keys(conn, settings, es, scope, plan.since)

@@ -16,11 +16,12 @@ from chatsync.consistency.decide import Decision, decide
 from chatsync.consistency.detect import DetectPlan, DetectResult
 from chatsync.consistency.engine import cache_follows, finish_without_validation, mark_major, validate_run
 from chatsync.consistency.repair import repair
-from chatsync.consistency.scope import Scope, json_keys
+from chatsync.consistency.scope import Scope
 from chatsync.db import runs
 from chatsync.db.connection import connection
 from chatsync.db.retry import with_retry
 from chatsync.errors import ChatsyncError, ValidationFailed
+from chatsync.model.keys import json_keys
 
 log = logging.getLogger("chatsync.engine")
 

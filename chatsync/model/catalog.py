@@ -201,7 +201,9 @@ class MappedTypes:
                               + "; ".join(problems))
 
 
-def _logical(mapping: Mapping, key: str, catalog: dict[str, ColumnType], where: str) -> dict[str, ColumnType]:
+def logical_columns(mapping: Mapping, key: str, catalog: dict[str, ColumnType], where: str) -> dict[str, ColumnType]:
+    """logical column -> type of the mapped table `key`, from its catalog (table_columns); a
+    ConfigError naming the table or column `where` (a database) lacks."""
     table = mapping[key]
     if not catalog:
         raise ConfigError(f"mapping {mapping.path}: table {table.qualified} ({key}) does not exist in {where}")
@@ -220,11 +222,11 @@ def read(settings: Settings, chat_conn, room_conn=None) -> MappedTypes:
     mapping = load_mapping(settings.mapping_path)
     tables: dict[str, dict[str, ColumnType]] = {}
     for key in CHAT_TABLES:
-        tables[key] = _logical(mapping, key, table_columns(chat_conn, mapping[key]), "the chat database")
+        tables[key] = logical_columns(mapping, key, table_columns(chat_conn, mapping[key]), "the chat database")
     two = settings.two_databases
     for key in ROOM_TABLES:
         where = "the room database" if two else "the chat database"
-        found = _logical(mapping, key, table_columns(room_conn if two else chat_conn, mapping[key]), where)
+        found = logical_columns(mapping, key, table_columns(room_conn if two else chat_conn, mapping[key]), where)
         tables[key] = {k: as_copied(t) for k, t in found.items()} if two else found
     pairs = {(tables[e.room_table][f.room].base_oid, tables[e.chat_table][f.chat].base_oid)
              for e in ENTITIES for f in e.fields if f.transform == "copy"}

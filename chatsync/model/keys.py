@@ -40,7 +40,6 @@ class KeyType:
     what: str  # "room id" | "user id", for messages
     kind: str  # "integer" | "uuid" | "text"
     chat_type: str  # the chat key column's type, e.g. "integer", "character varying(64)"
-    collation: str | None = None  # the chat key column's collation, where not its type's default
 
     @property
     def column(self) -> str:
@@ -118,10 +117,6 @@ class KeyType:
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
 
-    def to_json(self, value):
-        """A key as JSON holds it (XCom, the run's summary): numbers stay numbers, the rest text."""
-        return value if value is None or self.kind == "integer" else str(value)
-
 
 def json_keys(values) -> list:
     """Keys as JSON holds them (XCom, a run's record, a summary): whole numbers as numbers, uuids
@@ -174,7 +169,7 @@ def from_types(types: catalog.MappedTypes) -> Keys:
                 raise ConfigError(f"{where(other_table, other_logical)} is {other.name} but "
                                   f"{where(table, logical)} is {chat.name}: a key's columns must all be "
                                   "whole numbers, all uuids or all strings")
-        out.append(KeyType(what, kind, chat.name, chat.collation))
+        out.append(KeyType(what, kind, chat.name))
     return Keys(*out)
 
 

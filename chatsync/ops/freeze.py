@@ -80,7 +80,7 @@ def unfreeze(settings: Settings, rooms: list | None = None, *, expired: bool = F
     rooms = keys(settings).room.parse_all(rooms or [], "unfreeze")
     with connection(settings) as conn:
         lifted = conn.execute(sql_file(settings, "unfreeze_rooms", **_parts(settings)),
-                              {"rooms": sorted(set(rooms or [])), "expired": expired}).fetchall()
+                              {"rooms": sorted(set(rooms)), "expired": expired}).fetchall()
     resumed = sorted(r for r, _, _, flagged in lifted if flagged)
     cache_error = _refresh_cache(settings, resumed)
     if expired and lifted:

@@ -19,7 +19,7 @@ from psycopg import sql
 
 from chatsync.config import Settings
 from chatsync.db.connection import connection, one
-from chatsync.errors import ConfigError
+from chatsync.model import catalog
 from chatsync.model.keys import Keys, keys
 from chatsync.model.mapping import ROOM_TABLES, Table, load_mapping
 from chatsync.model.rules import ENTITIES, Entity
@@ -87,11 +87,11 @@ class Shape:
 
     def key_columns(self) -> sql.Composable:
         """room_id, user_id of a room row as chatsync's own tables hold them (user NULL for rooms)."""
-        keys: list[sql.Composable] = [J("{}::{}").format(sql.Identifier("r", k), t.sql_type)
-                for k, t in zip(self.keys, (self.key_types.room, self.key_types.user))]
-        if len(keys) == 1:
-            keys.append(self.key_types.user.null())
-        return J(", ").join(keys)
+        cols: list[sql.Composable] = [J("{}::{}").format(sql.Identifier("r", k), t.sql_type)
+                                      for k, t in zip(self.keys, (self.key_types.room, self.key_types.user))]
+        if len(cols) == 1:
+            cols.append(self.key_types.user.null())
+        return J(", ").join(cols)
 
     def in_range(self, alias: str) -> sql.Composable:
         return self.key_types.room.in_range(sql.Identifier(alias, self.keys[0]))
@@ -99,18 +99,6 @@ class Shape:
 
 def _entity_of(key: str) -> Entity:
     return next(e for e in ENTITIES if e.room_table == key)
-
-
-def catalog_columns(conn, table: Table) -> dict[str, tuple[str, bool]]:
-    """column -> (type, from pg_catalog) of a table (or view) in conn's database, in column order."""
-    rows = conn.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
-        "       t.typnamespace = 'pg_catalog'::regnamespace AND t.typtype IN ('b', 'r', 'm') "
-        "FROM pg_attribute AS a JOIN pg_type AS t ON t.oid = a.atttypid "
-        "WHERE a.attrelid = (SELECT c.oid FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
-        "                    WHERE n.nspname = %s AND c.relname = %s) "
-        "  AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", (table.schema, table.name)).fetchall()
-    return {name: (typ, builtin) for name, typ, builtin in rows}
 
 
 def shapes(settings: Settings, room_conn) -> list[Shape]:
@@ -122,19 +110,13 @@ def shapes(settings: Settings, room_conn) -> list[Shape]:
     for key in ROOM_TABLES:
         source = mapping[key]
         entity = _entity_of(key)
-        catalog = catalog_columns(room_conn, source)
-        if not catalog:
-            raise ConfigError(f"mapping {mapping.path}: table {source.qualified} ({key}) does not exist "
-                              "in the room database")
+        found = catalog.logical_columns(mapping, key, catalog.table_columns(room_conn, source), "the room database")
         columns: list[Column] = []
-        for logical, real in dict.fromkeys(source.columns.items()):
-            if real not in catalog:
-                raise ConfigError(f"mapping {mapping.path}: column {source.qualified}.{real} ({key}.{logical}) "
-                                  "does not exist in the room database")
+        for logical, real in source.columns.items():
             if real in (c.name for c in columns):
                 continue  # two logical names for one column: copied once
-            typ, builtin = catalog[real]
-            columns.append(Column(real, typ if builtin else "text", not builtin))
+            t = found[logical]
+            columns.append(Column(real, catalog.as_copied(t).name, not t.builtin))
         names = tuple(source.columns[k] for k in entity.room_key)
         out.append(Shape(entity, source, copies[key], tuple(columns), names, key_types))
     return out

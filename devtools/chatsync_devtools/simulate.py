@@ -32,12 +32,11 @@ from chatsync.consistency import fingerprints
 from chatsync.db.connection import connection, one
 from chatsync.db.retry import with_retry
 from chatsync.errors import ConfigError
-from chatsync.model import rules
+from chatsync.model import catalog, rules
 from chatsync.model.keys import keys
 from chatsync.model.mapping import CHAT_TABLES, ROOM_TABLES, Mapping, Table, load_mapping
 from chatsync.model.rules import KINDS, PARTICIPANT, ROOM
 from chatsync.model.sqlgen import EntitySQL
-from chatsync.roomside import mirror
 from chatsync_devtools.statements import sql_file
 
 log = logging.getLogger("chatsync.simulate")
@@ -463,8 +462,8 @@ def _stage_room_tables(conn, room_conn, mapping: Mapping) -> Mapping:
     for key in ROOM_TABLES:
         table = mapping[key]
         wanted = {*table.columns.values(), *(["name"] if key == "room_rooms" else [])}
-        rows = [(column, typ if builtin else "text") for column, (typ, builtin)
-                in mirror.catalog_columns(room_conn, table).items() if column in wanted]
+        rows = [(column, catalog.as_copied(t).name) for column, t
+                in catalog.table_columns(room_conn, table).items() if column in wanted]
         name = f"chatsync_sim_{key}"
         conn.execute(J("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
             sql.Identifier(name), J(", ").join(J("{} {}").format(sql.Identifier(c), J(t)) for c, t in rows)))
